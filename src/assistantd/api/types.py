@@ -1,0 +1,243 @@
+"""Wire types shared by several objects: metadata, tools, tool resources, response formats,
+lists and deletion receipts. They mirror ``assistants-v2.openapi.yaml`` one to one.
+
+Request models forbid unknown top-level fields (OpenAI answered "Unrecognized request argument
+supplied"); a limit broken anywhere is reported with the ``param`` path that broke it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Generic, Literal, TypeVar, Union
+
+from fastapi import Response
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
+
+# Limits from the spec (ENDPOINTS.md §5 and the object schemas).
+METADATA_MAX_PAIRS = 16
+METADATA_MAX_KEY = 64
+METADATA_MAX_VALUE = 512
+MAX_ASSISTANT_TOOLS = 128
+MAX_RUN_TOOLS = 20
+MAX_CODE_INTERPRETER_FILES = 20
+MAX_VECTOR_STORES_PER_RESOURCE = 1
+BUILTIN_TOOL_NAMES = ("code_interpreter", "file_search")
+
+_FUNCTION_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+
+
+def openai_error(message: str) -> PydanticCustomError:
+    """A validation error whose message is shown to the client as written."""
+    return PydanticCustomError("openai", message)
+
+
+def _check_metadata(value: dict[str, str | None] | None) -> dict[str, str]:
+    if value is None:
+        return {}
+    if len(value) > METADATA_MAX_PAIRS:
+        raise openai_error(
+            f"Invalid 'metadata': too many properties. Expected an object with at most "
+            f"{METADATA_MAX_PAIRS} properties, but got an object with {len(value)} properties instead."
+        )
+    for key, item in value.items():
+        if len(key) > METADATA_MAX_KEY:
+            raise openai_error(
+                f"Invalid 'metadata': key '{key[:80]}' is too long. Expected a key with at most "
+                f"{METADATA_MAX_KEY} characters, but got {len(key)} characters instead."
+            )
+        if item is not None and len(item) > METADATA_MAX_VALUE:
+            raise openai_error(
+                f"Invalid 'metadata.{key}': string too long. Expected a string with maximum length "
+                f"{METADATA_MAX_VALUE}, but got a string with length {len(item)} instead."
+            )
+    # A null value stores nothing for that key (metadata values on the wire are strings).
+    return {k: v for k, v in value.items() if v is not None}
+
+
+Metadata = Annotated[dict[str, str | None] | None, AfterValidator(_check_metadata)]
+
+
+class RequestModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Lenient(BaseModel):
+    """Nested request objects: OpenAI ignored fields it did not know inside them."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+# --- tools -------------------------------------------------------------------------------------
+
+class RankingOptions(Lenient):
+    ranker: Literal["auto", "default_2024_08_21"] = "auto"
+    score_threshold: float = Field(ge=0, le=1)
+
+
+class FileSearchSettings(Lenient):
+    max_num_results: int | None = Field(default=None, ge=1, le=50)
+    ranking_options: RankingOptions | None = None
+
+
+class FunctionDefinition(Lenient):
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, name: str) -> str:
+        if not _FUNCTION_NAME.match(name):
+            raise openai_error(
+                f"Invalid 'tools.function.name': string does not match pattern. Expected a "
+                f"string that matches the pattern '^[a-zA-Z0-9_-]{{1,64}}$', got '{name}'."
+            )
+        if name in BUILTIN_TOOL_NAMES:
+            raise openai_error(
+                f"Invalid 'tools.function.name': '{name}' is reserved for the built-in "
+                f"{name} tool; give your function another name."
+            )
+        return name
+
+
+class CodeInterpreterTool(Lenient):
+    type: Literal["code_interpreter"]
+
+
+class FileSearchTool(Lenient):
+    type: Literal["file_search"]
+    file_search: FileSearchSettings | None = None
+
+
+class FunctionTool(Lenient):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+Tool = Annotated[Union[CodeInterpreterTool, FileSearchTool, FunctionTool], Field(discriminator="type")]
+
+
+def _check_tools(tools: list[Any]) -> list[Any]:
+    seen: set[str] = set()
+    for tool in tools:
+        if isinstance(tool, FunctionTool):
+            name = tool.function.name
+            if name in seen:
+                raise openai_error(f"Invalid 'tools': duplicate function name '{name}'.")
+            seen.add(name)
+    return tools
+
+
+AssistantTools = Annotated[list[Tool], Field(max_length=MAX_ASSISTANT_TOOLS), AfterValidator(_check_tools)]
+RunTools = Annotated[list[Tool], Field(max_length=MAX_RUN_TOOLS), AfterValidator(_check_tools)]
+
+
+def dump_tools(tools: list[Any] | None) -> list[dict[str, Any]]:
+    return [t.model_dump(exclude_none=True) for t in tools or []]
+
+
+# --- tool resources ----------------------------------------------------------------------------
+
+class CodeInterpreterResources(Lenient):
+    file_ids: list[str] = Field(default_factory=list, max_length=MAX_CODE_INTERPRETER_FILES)
+
+
+class VectorStoreHelper(Lenient):
+    """``tool_resources.file_search.vector_stores[]``: make a vector store on the fly."""
+
+    file_ids: list[str] = Field(default_factory=list)
+    chunking_strategy: dict[str, Any] | None = None
+    metadata: Metadata = None
+
+
+class FileSearchResources(Lenient):
+    vector_store_ids: list[str] | None = Field(default=None, max_length=MAX_VECTOR_STORES_PER_RESOURCE)
+    vector_stores: list[VectorStoreHelper] | None = Field(
+        default=None, max_length=MAX_VECTOR_STORES_PER_RESOURCE
+    )
+
+
+class ToolResources(Lenient):
+    code_interpreter: CodeInterpreterResources | None = None
+    file_search: FileSearchResources | None = None
+
+
+# --- response format ---------------------------------------------------------------------------
+
+class ResponseFormatText(Lenient):
+    type: Literal["text"]
+
+
+class ResponseFormatJsonObject(Lenient):
+    type: Literal["json_object"]
+
+
+class JsonSchemaFormat(Lenient):
+    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormatJsonSchema(Lenient):
+    type: Literal["json_schema"]
+    json_schema: JsonSchemaFormat
+
+
+ResponseFormat = Union[
+    Literal["auto"],
+    Annotated[
+        Union[ResponseFormatText, ResponseFormatJsonObject, ResponseFormatJsonSchema],
+        Field(discriminator="type"),
+    ],
+]
+
+
+def dump_response_format(value: Any) -> Any:
+    if value is None or isinstance(value, str):
+        return value
+    return value.model_dump(by_alias=True, exclude_none=True)
+
+
+Temperature = Annotated[float | None, Field(ge=0, le=2)]
+TopP = Annotated[float | None, Field(ge=0, le=1)]
+ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"] | None
+
+
+# --- responses ---------------------------------------------------------------------------------
+
+class WireModel(BaseModel):
+    """A response object. Serialised once, here, with the spec's field names and nulls kept."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    def response(self) -> Response:
+        return Response(self.model_dump_json(by_alias=True), media_type="application/json")
+
+
+T = TypeVar("T", bound=WireModel)
+
+
+class ListResponse(WireModel, Generic[T]):
+    object: Literal["list"] = "list"
+    data: list[T]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+    @classmethod
+    def of(cls, data: list[T], has_more: bool) -> "ListResponse[T]":
+        return cls(
+            data=data,
+            first_id=data[0].id if data else None,  # type: ignore[attr-defined]
+            last_id=data[-1].id if data else None,  # type: ignore[attr-defined]
+            has_more=has_more,
+        )
+
+
+class Deleted(WireModel):
+    id: str
+    object: str
+    deleted: bool = True

@@ -1,0 +1,71 @@
+"""The FastAPI application: routers under ``/v1``, one error envelope, background sweeps."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+from assistantd import __version__
+from assistantd.api import errors
+from assistantd.assistants.router import router as assistants_router
+from assistantd.db import Database
+from assistantd.files.router import router as files_router
+from assistantd.files.router import sweep_expired
+from assistantd.files.storage import FileStore
+from assistantd.settings import Settings, get_settings
+from assistantd.threads.router import router as threads_router
+
+log = logging.getLogger("assistantd")
+
+SWEEP_INTERVAL_SECONDS = 60.0
+
+
+async def _supervise(name: str, interval: float, job, *args) -> None:
+    """Run ``job`` every ``interval`` seconds; a failure is logged, never fatal."""
+    while True:
+        try:
+            await job(*args)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("background job %s failed", name)
+        await asyncio.sleep(interval)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if not settings.api_keys:
+            log.warning(
+                "ASSISTANTD_API_KEYS is not set: open mode, every request is accepted and all "
+                "clients share one tenant. Set it to require keys."
+            )
+        app.state.settings = settings
+        app.state.db = Database(settings.sqlalchemy_url)
+        app.state.files = FileStore(settings.files_dir)
+        tasks = [asyncio.create_task(_supervise("file expiry", SWEEP_INTERVAL_SECONDS, sweep_expired, app.state))]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await app.state.db.dispose()
+
+    app = FastAPI(title="assistantd", version=__version__, lifespan=lifespan,
+                  openapi_url="/v1/openapi.json", docs_url=None, redoc_url=None)
+    errors.install(app)
+    for router in (assistants_router, threads_router, files_router):
+        app.include_router(router, prefix="/v1")
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    return app

@@ -1,0 +1,39 @@
+"""``assistantd serve`` and ``assistantd migrate`` (CONTRACT.md)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from assistantd.settings import get_settings
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="assistantd", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="apply migrations, then serve the API under /v1")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    sub.add_parser("migrate", help="apply the database migrations and exit")
+    args = parser.parse_args(argv)
+
+    settings = get_settings()
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    from assistantd.db.migrate import upgrade_to_head
+
+    upgrade_to_head(settings)
+    if args.command == "migrate":
+        return
+
+    import uvicorn
+
+    from assistantd.app import create_app
+
+    uvicorn.run(create_app(settings), host=args.host, port=args.port,
+                log_level=settings.log_level.lower(), timeout_graceful_shutdown=5)
+
+
+if __name__ == "__main__":
+    main()

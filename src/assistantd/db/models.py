@@ -1,0 +1,84 @@
+"""The tables. One row per wire object; JSON columns hold the parts the API treats as opaque.
+
+Every table has an integer ``seq`` (the insertion order, which is what list cursors page by:
+``created_at`` has one-second resolution) and the public string ``id``. Every row carries the
+``tenant`` that made it: with API keys configured, each key sees only its own objects.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# SQLite only autoincrements an INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
+SeqType = BigInteger().with_variant(Integer(), "sqlite")
+JSONType = JSON()
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSONType, list[Any]: JSONType}
+
+
+class _Object:
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class Assistant(_Object, Base):
+    __tablename__ = "assistants"
+    __table_args__ = (Index("ix_assistants_tenant_seq", "tenant", "seq"),)
+
+    name: Mapped[str | None] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(Text)
+    model: Mapped[str] = mapped_column(Text)
+    instructions: Mapped[str | None] = mapped_column(Text)
+    tools: Mapped[list[Any]]
+    tool_resources: Mapped[dict[str, Any]]
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata")
+    temperature: Mapped[float | None]
+    top_p: Mapped[float | None]
+    response_format: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    reasoning_effort: Mapped[str | None] = mapped_column(String(16))
+
+
+class Thread(_Object, Base):
+    __tablename__ = "threads"
+    __table_args__ = (Index("ix_threads_tenant", "tenant"),)
+
+    tool_resources: Mapped[dict[str, Any]]
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata")
+
+
+class Message(_Object, Base):
+    __tablename__ = "messages"
+    __table_args__ = (Index("ix_messages_thread_seq", "thread_id", "seq"),)
+
+    thread_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("threads.id", ondelete="CASCADE")
+    )
+    status: Mapped[str] = mapped_column(String(16))
+    incomplete_details: Mapped[dict[str, Any] | None]
+    completed_at: Mapped[int | None] = mapped_column(BigInteger)
+    incomplete_at: Mapped[int | None] = mapped_column(BigInteger)
+    role: Mapped[str] = mapped_column(String(16))
+    content: Mapped[list[Any]]
+    assistant_id: Mapped[str | None] = mapped_column(String(64))
+    run_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    attachments: Mapped[list[Any]]
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata")
+
+
+class File(_Object, Base):
+    __tablename__ = "files"
+    __table_args__ = (Index("ix_files_tenant_seq", "tenant", "seq"),)
+
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    filename: Mapped[str] = mapped_column(Text)
+    purpose: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))
+    expires_at: Mapped[int | None] = mapped_column(BigInteger)
+    content_type: Mapped[str] = mapped_column(String(255))

@@ -1,0 +1,126 @@
+"""``/v1/files``: multipart upload, list, retrieve, delete and raw content."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import FileResponse
+from starlette.datastructures import UploadFile
+
+from assistantd import ids
+from assistantd.api.auth import require_tenant
+from assistantd.api.errors import APIError, invalid
+from assistantd.api.pagination import PageParams, file_page_params
+from assistantd.api.types import Deleted, ListResponse
+from assistantd.files import service
+from assistantd.files.schemas import (
+    MAX_EXPIRY_SECONDS,
+    MIN_EXPIRY_SECONDS,
+    UPLOAD_PURPOSES,
+    FileObject,
+)
+
+router = APIRouter(prefix="/files", tags=["files"])
+
+# Room for the multipart framing and the small form fields around the file itself.
+_FORM_OVERHEAD = 64 * 1024
+
+
+def _too_large(limit: int) -> APIError:
+    return APIError(413, f"File exceeds the maximum upload size of {limit} bytes.",
+                    param="file", code="file_too_large")
+
+
+def _expires_after(form) -> int | None:
+    anchor = form.get("expires_after[anchor]")
+    seconds = form.get("expires_after[seconds]")
+    if anchor is None and seconds is None:
+        return None
+    if anchor != "created_at":
+        raise invalid("Invalid value for 'expires_after.anchor': expected 'created_at'.",
+                      param="expires_after.anchor")
+    try:
+        value = int(str(seconds))
+    except ValueError:
+        raise invalid("Invalid value for 'expires_after.seconds': expected an integer.",
+                      param="expires_after.seconds") from None
+    if not MIN_EXPIRY_SECONDS <= value <= MAX_EXPIRY_SECONDS:
+        raise invalid(
+            f"Invalid 'expires_after.seconds': expected a value between {MIN_EXPIRY_SECONDS} and "
+            f"{MAX_EXPIRY_SECONDS}, but got {value} instead.", param="expires_after.seconds")
+    return value
+
+
+@router.post("")
+async def upload_file(request: Request, tenant: str = Depends(require_tenant)):
+    state = request.app.state
+    limit = state.settings.max_upload_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit + _FORM_OVERHEAD:
+        raise _too_large(limit)
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise invalid("This endpoint expects a multipart/form-data body with 'file' and 'purpose'.")
+    async with request.form(max_files=1, max_fields=16) as form:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise invalid("Missing required parameter: 'file'.", param="file")
+        purpose = form.get("purpose")
+        if not purpose:
+            raise invalid("Missing required parameter: 'purpose'.", param="purpose")
+        if purpose not in UPLOAD_PURPOSES:
+            raise invalid(f"'{purpose}' is not one of {list(UPLOAD_PURPOSES)} - 'purpose'",
+                          param="purpose")
+        expires_after = _expires_after(form)
+        filename = upload.filename or "upload"
+        content_type = service.content_type_for(filename, upload.content_type)
+        row = service.new_row(tenant, filename, str(purpose), 0, content_type, expires_after)
+        size = await state.files.save(row.id, upload.file, limit)
+    if size is None:
+        raise _too_large(limit)
+    row.bytes = size
+    try:
+        async with state.db.write() as session:
+            session.add(row)
+    except BaseException:
+        await state.files.remove(row.id)
+        raise
+    return FileObject.from_row(row).response()
+
+
+@router.get("")
+async def list_files(request: Request, page: PageParams = Depends(file_page_params),
+                     purpose: str | None = Query(None), tenant: str = Depends(require_tenant)):
+    async with request.app.state.db.read() as session:
+        rows, has_more = await service.list_page(session, tenant, page, purpose)
+    return ListResponse.of([FileObject.from_row(r) for r in rows], has_more).response()
+
+
+@router.get("/{file_id}")
+async def retrieve_file(file_id: str, request: Request, tenant: str = Depends(require_tenant)):
+    async with request.app.state.db.read() as session:
+        row = await service.get(session, tenant, file_id)
+    return FileObject.from_row(row).response()
+
+
+@router.delete("/{file_id}")
+async def delete_file(file_id: str, request: Request, tenant: str = Depends(require_tenant)):
+    async with request.app.state.db.write() as session:
+        await session.delete(await service.get(session, tenant, file_id))
+    await request.app.state.files.remove(file_id)
+    return Deleted(id=file_id, object="file").response()
+
+
+@router.get("/{file_id}/content")
+async def file_content(file_id: str, request: Request, tenant: str = Depends(require_tenant)):
+    async with request.app.state.db.read() as session:
+        row = await service.get(session, tenant, file_id)
+    return FileResponse(request.app.state.files.path(file_id), media_type=row.content_type,
+                        filename=row.filename, content_disposition_type="attachment")
+
+
+async def sweep_expired(state) -> int:
+    """Delete files past ``expires_at``; bytes go after the rows (see :mod:`files.storage`)."""
+    async with state.db.write() as session:
+        expired = await service.take_expired(session, ids.now())
+    for file_id in expired:
+        await state.files.remove(file_id)
+    return len(expired)

@@ -1,0 +1,69 @@
+"""Configuration, read from ``ASSISTANTD_*`` environment variables and a ``.env`` file.
+
+The names of the variables are fixed by CONTRACT.md; limits carry the OpenAI API's own numbers
+so that a request rejected by OpenAI is rejected here too.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="ASSISTANTD_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    data_dir: Path = Path("./data")
+    database_url: str | None = None
+    # A comma-separated string, not a list: pydantic-settings would want JSON for a list.
+    api_keys_raw: str = Field(default="", validation_alias="ASSISTANTD_API_KEYS")
+    upstream_base_url: str = "https://api.openai.com/v1"
+    upstream_api_key: str | None = None
+    model_map_raw: str = Field(default="", validation_alias="ASSISTANTD_MODEL_MAP")
+    embeddings: str = "local"
+    sandbox_image: str = "assistantd-sandbox:latest"
+
+    # Limits (the OpenAI API's own where it has one).
+    max_upload_bytes: int = 512 * 1024 * 1024
+    log_level: str = "info"
+
+    @property
+    def api_keys(self) -> frozenset[str]:
+        return frozenset(k.strip() for k in self.api_keys_raw.split(",") if k.strip())
+
+    @property
+    def model_map(self) -> dict[str, str]:
+        pairs = (item.split("=", 1) for item in self.model_map_raw.split(",") if "=" in item)
+        return {name.strip(): upstream.strip() for name, upstream in pairs}
+
+    @property
+    def resolved_upstream_api_key(self) -> str | None:
+        return self.upstream_api_key or os.environ.get("OPENAI_API_KEY")
+
+    @property
+    def files_dir(self) -> Path:
+        return self.data_dir / "files"
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The async SQLAlchemy URL for the configured database (the driver is ours to pick)."""
+        url = self.database_url or f"sqlite:///{(self.data_dir / 'assistantd.db').resolve()}"
+        for prefix, driver in (
+            ("sqlite:", "sqlite+aiosqlite:"),
+            ("postgresql:", "postgresql+asyncpg:"),
+            ("postgres:", "postgresql+asyncpg:"),
+        ):
+            if url.startswith(prefix):
+                return driver + url[len(prefix):]
+        return url
+
+
+@functools.lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,138 @@
+"""Storing and loading threads and their messages."""
+
+from __future__ import annotations
+
+from sqlalchemy import delete as sql_delete
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from assistantd import ids, tool_resources
+from assistantd.api.errors import not_found
+from assistantd.api.pagination import PageParams, paginate
+from assistantd.db.models import Message, Thread
+from assistantd.threads.schemas import (
+    CreateMessageRequest,
+    CreateThreadRequest,
+    ImageFilePart,
+    ModifyMessageRequest,
+    ModifyThreadRequest,
+    content_parts,
+)
+
+
+async def get(session: AsyncSession, tenant: str, thread_id: str) -> Thread:
+    row = await session.scalar(select(Thread).where(Thread.id == thread_id, Thread.tenant == tenant))
+    if row is None:
+        raise not_found("thread", thread_id)
+    return row
+
+
+async def create(session: AsyncSession, tenant: str, body: CreateThreadRequest) -> Thread:
+    thread = Thread(
+        id=ids.new_id("thread_"),
+        tenant=tenant,
+        created_at=ids.now(),
+        tool_resources=await tool_resources.normalize(session, tenant, body.tool_resources),
+        metadata_=body.metadata or {},
+    )
+    session.add(thread)
+    await session.flush()
+    for i, message in enumerate(body.messages):
+        await add_message(session, tenant, thread, message, param=f"messages[{i}]")
+    return thread
+
+
+async def modify(session: AsyncSession, tenant: str, thread_id: str, body: ModifyThreadRequest) -> Thread:
+    thread = await get(session, tenant, thread_id)
+    if "tool_resources" in body.model_fields_set:
+        thread.tool_resources = await tool_resources.normalize(session, tenant, body.tool_resources)
+    if "metadata" in body.model_fields_set:
+        thread.metadata_ = body.metadata or {}
+    await session.flush()
+    return thread
+
+
+async def delete(session: AsyncSession, tenant: str, thread_id: str) -> None:
+    thread = await get(session, tenant, thread_id)
+    await session.execute(sql_delete(Message).where(Message.thread_id == thread.id))
+    await session.delete(thread)
+
+
+# --- messages ----------------------------------------------------------------------------------
+
+async def add_message(
+    session: AsyncSession,
+    tenant: str,
+    thread: Thread,
+    body: CreateMessageRequest,
+    *,
+    param: str | None = None,
+    run_id: str | None = None,
+    assistant_id: str | None = None,
+) -> Message:
+    prefix = f"{param}." if param else ""
+    referenced: dict[str, str] = {}
+    if not isinstance(body.content, str):
+        for i, part in enumerate(body.content):
+            if isinstance(part, ImageFilePart):
+                referenced[f"{prefix}content[{i}].image_file.file_id"] = part.image_file.file_id
+    attachments = body.attachments or []
+    for i, attachment in enumerate(attachments):
+        referenced[f"{prefix}attachments[{i}].file_id"] = attachment.file_id
+    await tool_resources.require_files(session, tenant, referenced)
+    message = Message(
+        id=ids.new_id("msg_"),
+        tenant=tenant,
+        created_at=ids.now(),
+        thread_id=thread.id,
+        status="completed",
+        incomplete_details=None,
+        completed_at=None,
+        incomplete_at=None,
+        role=body.role,
+        content=content_parts(body.content),
+        assistant_id=assistant_id,
+        run_id=run_id,
+        attachments=[a.model_dump() for a in attachments],
+        metadata_=body.metadata or {},
+    )
+    session.add(message)
+    await session.flush()
+    return message
+
+
+async def get_message(session: AsyncSession, tenant: str, thread_id: str, message_id: str) -> Message:
+    row = await session.scalar(
+        select(Message).where(
+            Message.id == message_id, Message.thread_id == thread_id, Message.tenant == tenant
+        )
+    )
+    if row is None:
+        raise not_found("message", message_id)
+    return row
+
+
+async def modify_message(
+    session: AsyncSession, tenant: str, thread_id: str, message_id: str, body: ModifyMessageRequest
+) -> Message:
+    await get(session, tenant, thread_id)
+    message = await get_message(session, tenant, thread_id, message_id)
+    if "metadata" in body.model_fields_set:
+        message.metadata_ = body.metadata or {}
+    await session.flush()
+    return message
+
+
+async def delete_message(session: AsyncSession, tenant: str, thread_id: str, message_id: str) -> None:
+    await get(session, tenant, thread_id)
+    await session.delete(await get_message(session, tenant, thread_id, message_id))
+
+
+async def list_messages(
+    session: AsyncSession, tenant: str, thread_id: str, page: PageParams, run_id: str | None
+):
+    await get(session, tenant, thread_id)
+    query = select(Message).where(Message.thread_id == thread_id)
+    if run_id:
+        query = query.where(Message.run_id == run_id)
+    return await paginate(session, query, Message, page)

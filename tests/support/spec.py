@@ -1,0 +1,98 @@
+"""Validate every JSON response body against its operation in the shared OpenAPI subset.
+
+The tests' HTTP clients (the openai SDK's and raw httpx) carry a response hook that finds the
+operation for the request's method and path and checks the body against that operation's
+``200`` schema, so any drift from the wire contract fails the test that saw it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jsonschema import Draft202012Validator
+
+SPEC_PATH = Path(os.environ.get(
+    "ASSISTANTD_SPEC",
+    Path(__file__).resolve().parents[3] / "shared" / "spec" / "assistants-v2.openapi.yaml",
+))
+# A copy ships in the repo, so the tests run where ../shared is not laid out beside the checkout.
+BUNDLED = Path(__file__).resolve().parent / "assistants-v2.openapi.yaml"
+
+
+@lru_cache
+def spec() -> dict[str, Any]:
+    path = SPEC_PATH if SPEC_PATH.exists() else BUNDLED
+    return yaml.safe_load(path.read_text())
+
+
+@lru_cache
+def _routes() -> list[tuple[str, re.Pattern, dict]]:
+    routes = []
+    for template, ops in spec()["paths"].items():
+        pattern = re.compile("^/v1" + re.sub(r"\{[^}]+\}", r"[^/]+", template) + "$")
+        for method, op in ops.items():
+            if isinstance(op, dict) and "responses" in op:
+                routes.append((method.upper(), pattern, op))
+    # Literal segments beat parameters: /threads/runs must not match /threads/{thread_id}.
+    routes.sort(key=lambda r: r[1].pattern.count("[^/]+"))
+    return routes
+
+
+def operation_for(method: str, path: str) -> dict | None:
+    for m, pattern, op in _routes():
+        if m == method.upper() and pattern.match(path):
+            return op
+    return None
+
+
+@lru_cache(maxsize=None)
+def _validator(operation_id: str, status: str) -> Draft202012Validator | None:
+    for _, _, op in _routes():
+        if op.get("operationId") == operation_id:
+            response = op["responses"].get(status) or {}
+            schema = (response.get("content") or {}).get("application/json", {}).get("schema")
+            if schema is None:
+                return None
+            root = {**schema, "components": spec()["components"]}
+            return Draft202012Validator(root)
+    return None
+
+
+def _error_validator() -> Draft202012Validator:
+    return Draft202012Validator({"$ref": "#/components/schemas/ErrorResponse",
+                                 "components": spec()["components"]})
+
+
+class SpecViolation(AssertionError):
+    pass
+
+
+def validate_response(method: str, path: str, status: int, content_type: str, body: bytes) -> str | None:
+    """Raise :class:`SpecViolation` when a JSON body breaks its schema; return the operationId."""
+    if not content_type.startswith("application/json"):
+        return None
+    op = operation_for(method, path)
+    if op is None:
+        return None
+    data = json.loads(body)
+    if status >= 400:
+        validator = _error_validator()
+    else:
+        validator = _validator(op["operationId"], str(status))
+        if validator is None:
+            return op["operationId"]
+        if isinstance(data, dict) and data.get("object") == "list" and data.get("data") == []:
+            # Spec erratum: list schemas type first_id/last_id as string, but an empty page has
+            # no first or last object; OpenAI itself answered null there, as we do.
+            data = {**data, "first_id": data.get("first_id") or "", "last_id": data.get("last_id") or ""}
+    errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
+    if errors:
+        detail = "\n".join(f"  at {list(e.absolute_path)}: {e.message[:300]}" for e in errors[:5])
+        raise SpecViolation(f"{method} {path} ({op['operationId']}) -> {status} breaks the spec:\n{detail}")
+    return op["operationId"]
