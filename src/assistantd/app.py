@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 
+from anyio import to_thread
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
@@ -17,7 +18,12 @@ from assistantd.files.router import router as files_router
 from assistantd.files.router import sweep_expired
 from assistantd.files.storage import FileStore
 from assistantd.settings import Settings, get_settings
+from assistantd.runs import tokens
+from assistantd.runs.events import EventBus
+from assistantd.runs.executor import RunExecutor
+from assistantd.runs.router import router as runs_router
 from assistantd.threads.router import router as threads_router
+from assistantd.upstream.client import UpstreamClient
 
 log = logging.getLogger("assistantd")
 
@@ -49,6 +55,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.db = Database(settings.sqlalchemy_url)
         app.state.files = FileStore(settings.files_dir)
+        app.state.bus = EventBus()
+        app.state.upstream = UpstreamClient(
+            settings.upstream_base_url, settings.resolved_upstream_api_key,
+            connect_timeout=settings.upstream_connect_timeout, read_timeout=settings.upstream_read_timeout,
+        )
+        await to_thread.run_sync(tokens.warm_up)
+        app.state.executor = RunExecutor(app.state.db, app.state.bus, app.state.upstream, app.state.files, settings)
+        await app.state.executor.start()
         tasks = [asyncio.create_task(_supervise("file expiry", SWEEP_INTERVAL_SECONDS, sweep_expired, app.state))]
         try:
             yield
@@ -56,12 +70,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await app.state.executor.stop()
+            await app.state.upstream.aclose()
             await app.state.db.dispose()
 
     app = FastAPI(title="assistantd", version=__version__, lifespan=lifespan,
                   openapi_url="/v1/openapi.json", docs_url=None, redoc_url=None)
     errors.install(app)
-    for router in (assistants_router, threads_router, files_router):
+    for router in (assistants_router, runs_router, threads_router, files_router):
         app.include_router(router, prefix="/v1")
 
     @app.get("/healthz", include_in_schema=False)

@@ -31,6 +31,10 @@ class Settings(BaseSettings):
 
     # Limits (the OpenAI API's own where it has one).
     max_upload_bytes: int = 512 * 1024 * 1024
+    max_concurrent_runs: int = 256
+    upstream_connect_timeout: float = 10.0
+    upstream_read_timeout: float = 300.0
+    context_windows_raw: str = Field(default="", validation_alias="ASSISTANTD_CONTEXT_WINDOWS")
     log_level: str = "info"
 
     @property
@@ -41,6 +45,12 @@ class Settings(BaseSettings):
     def model_map(self) -> dict[str, str]:
         pairs = (item.split("=", 1) for item in self.model_map_raw.split(",") if "=" in item)
         return {name.strip(): upstream.strip() for name, upstream in pairs}
+
+    @property
+    def context_windows(self) -> dict[str, int]:
+        """``ASSISTANTD_CONTEXT_WINDOWS=model=tokens,…``: context sizes for ``auto`` truncation."""
+        pairs = (item.split("=", 1) for item in self.context_windows_raw.split(",") if "=" in item)
+        return {name.strip(): int(size) for name, size in pairs}
 
     @property
     def resolved_upstream_api_key(self) -> str | None:

@@ -25,10 +25,30 @@ SPEC_PATH = Path(os.environ.get(
 BUNDLED = Path(__file__).resolve().parent / "assistants-v2.openapi.yaml"
 
 
+def _nullable(node: Any) -> Any:
+    """OpenAPI 3.0's ``nullable: true`` (still used by some schemas of this 3.1 document) means
+    "or null"; JSON Schema 2020-12 ignores the keyword, so spell it out as ``anyOf [..., null]``."""
+    if isinstance(node, list):
+        return [_nullable(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    node = {k: _nullable(v) for k, v in node.items()}
+    all_of = node.get("allOf")
+    if isinstance(all_of, list) and {"nullable": True} in all_of:
+        rest = [s for s in all_of if s != {"nullable": True}]
+        node = {k: v for k, v in node.items() if k != "allOf"}
+        node["allOf"] = rest
+        node["nullable"] = True
+    if node.pop("nullable", False) is True:
+        return {"anyOf": [node, {"type": "null"}]}
+    node.pop("nullable", None)
+    return node
+
+
 @lru_cache
 def spec() -> dict[str, Any]:
     path = SPEC_PATH if SPEC_PATH.exists() else BUNDLED
-    return yaml.safe_load(path.read_text())
+    return _nullable(yaml.safe_load(path.read_text()))
 
 
 @lru_cache

@@ -112,9 +112,12 @@ def validation_error(exc: RequestValidationError) -> APIError:
         param = _param(tuple(err.get("loc", ())), body)
         kind = err.get("type", "")
         # The error nearest the root wins; among a union's branches, a type mismatch is the
-        # least telling (``content=[]`` is "too short", not "not a string").
+        # least telling (``content=[]`` is "too short", not "not a string"; an object given
+        # for ``response_format`` is not "not 'auto'").
         depth = (param or "").count(".") + (param or "").count("[")
-        ranked.append((kind.endswith("_type"), depth, err, param))
+        mismatch = kind.endswith("_type") or (
+            kind == "literal_error" and isinstance(err.get("input"), (dict, list)))
+        ranked.append((mismatch, depth, err, param))
     _, _, first, param = min(ranked, key=lambda r: (r[0], r[1]))
     kind = first.get("type", "")
     if kind in ("json_invalid", "model_attributes_type", "dict_type") and param is None:
@@ -128,6 +131,15 @@ def validation_error(exc: RequestValidationError) -> APIError:
     if kind == "extra_forbidden":
         name = str(first["loc"][-1])
         return invalid(f"Unrecognized request argument supplied: {name}", param=param)
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        # A tagged union's bad or missing tag is the tag field's fault: ``tools[0].type``.
+        ctx = first.get("ctx") or {}
+        tag = str(ctx.get("discriminator", "'type'")).strip("'")
+        full = f"{param}.{tag}" if param else tag
+        if kind == "union_tag_not_found":
+            return invalid(f"Missing required parameter: '{full}'.", param=full)
+        return invalid(f"Invalid value: '{ctx.get('tag')}'. Supported values are: "
+                       f"{ctx.get('expected_tags')}.", param=full, code="invalid_value")
     if kind == "missing" and tuple(first.get("loc", ())) == ("body",):
         return invalid("This request requires a JSON body; none was sent.")
     if kind == "missing":

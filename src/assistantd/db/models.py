@@ -82,3 +82,67 @@ class File(_Object, Base):
     status: Mapped[str] = mapped_column(String(16))
     expires_at: Mapped[int | None] = mapped_column(BigInteger)
     content_type: Mapped[str] = mapped_column(String(255))
+
+
+class Run(_Object, Base):
+    """A run, with a snapshot of what it runs with, taken when it is created.
+
+    ``worker``/``lease_until`` say which process executes it and until when that claim holds;
+    ``history_seq`` is the last thread message the run sees (messages added later are not part
+    of its prompt). Status moves only through :mod:`assistantd.runs.executor`.
+    """
+
+    __tablename__ = "runs"
+    __table_args__ = (
+        Index("ix_runs_thread_seq", "thread_id", "seq"),
+        Index("ix_runs_status", "status"),
+    )
+
+    thread_id: Mapped[str] = mapped_column(String(64), ForeignKey("threads.id", ondelete="CASCADE"))
+    assistant_id: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    required_action: Mapped[dict[str, Any] | None]
+    last_error: Mapped[dict[str, Any] | None]
+    expires_at: Mapped[int | None] = mapped_column(BigInteger)
+    started_at: Mapped[int | None] = mapped_column(BigInteger)
+    cancelled_at: Mapped[int | None] = mapped_column(BigInteger)
+    failed_at: Mapped[int | None] = mapped_column(BigInteger)
+    completed_at: Mapped[int | None] = mapped_column(BigInteger)
+    incomplete_details: Mapped[dict[str, Any] | None]
+    model: Mapped[str] = mapped_column(Text)
+    instructions: Mapped[str] = mapped_column(Text)
+    tools: Mapped[list[Any]]
+    tool_resources: Mapped[dict[str, Any]]
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata")
+    usage: Mapped[dict[str, Any] | None]
+    temperature: Mapped[float | None]
+    top_p: Mapped[float | None]
+    max_prompt_tokens: Mapped[int | None]
+    max_completion_tokens: Mapped[int | None]
+    truncation_strategy: Mapped[dict[str, Any]]
+    tool_choice: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    parallel_tool_calls: Mapped[bool]
+    response_format: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    reasoning_effort: Mapped[str | None] = mapped_column(String(16))
+    history_seq: Mapped[int] = mapped_column(SeqType)
+    worker: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[float | None]
+
+
+class RunStep(_Object, Base):
+    __tablename__ = "run_steps"
+    __table_args__ = (Index("ix_run_steps_run_seq", "run_id", "seq"),)
+
+    run_id: Mapped[str] = mapped_column(String(64), ForeignKey("runs.id", ondelete="CASCADE"))
+    thread_id: Mapped[str] = mapped_column(String(64))
+    assistant_id: Mapped[str] = mapped_column(String(64))
+    type: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))
+    step_details: Mapped[dict[str, Any]]
+    last_error: Mapped[dict[str, Any] | None]
+    expired_at: Mapped[int | None] = mapped_column(BigInteger)
+    cancelled_at: Mapped[int | None] = mapped_column(BigInteger)
+    failed_at: Mapped[int | None] = mapped_column(BigInteger)
+    completed_at: Mapped[int | None] = mapped_column(BigInteger)
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata")
+    usage: Mapped[dict[str, Any] | None]

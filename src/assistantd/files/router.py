@@ -113,7 +113,11 @@ async def delete_file(file_id: str, request: Request, tenant: str = Depends(requ
 async def file_content(file_id: str, request: Request, tenant: str = Depends(require_tenant)):
     async with request.app.state.db.read() as session:
         row = await service.get(session, tenant, file_id)
-    return FileResponse(request.app.state.files.path(file_id), media_type=row.content_type,
+    path = request.app.state.files.path(file_id)
+    if not path.is_file():
+        # The expiry sweep (or a delete) removed the bytes after the row was read.
+        raise APIError(404, f"No such File object: {file_id}", param="id")
+    return FileResponse(path, media_type=row.content_type,
                         filename=row.filename, content_disposition_type="attachment")
 
 

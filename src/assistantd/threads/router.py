@@ -7,6 +7,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from assistantd.api.auth import require_tenant
 from assistantd.api.pagination import PageParams, page_params
 from assistantd.api.types import Deleted, ListResponse
+from assistantd.runs import service as runs_service
 from assistantd.threads import service
 from assistantd.threads.schemas import (
     CreateMessageRequest,
@@ -55,6 +56,7 @@ async def create_message(thread_id: str, body: CreateMessageRequest, request: Re
                          tenant: str = Depends(require_tenant)):
     async with request.app.state.db.write() as session:
         thread = await service.get(session, tenant, thread_id)
+        await runs_service.require_no_active_run(session, thread.id, "add messages to")
         message = await service.add_message(session, tenant, thread, body)
         return MessageObject.from_row(message).response()
 

@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from assistantd import ids, tool_resources
 from assistantd.api.errors import not_found
 from assistantd.api.pagination import PageParams, paginate
-from assistantd.db.models import Message, Thread
+from assistantd.db.models import Message, Run, RunStep, Thread
 from assistantd.threads.schemas import (
     CreateMessageRequest,
     CreateThreadRequest,
@@ -54,6 +54,8 @@ async def modify(session: AsyncSession, tenant: str, thread_id: str, body: Modif
 
 async def delete(session: AsyncSession, tenant: str, thread_id: str) -> None:
     thread = await get(session, tenant, thread_id)
+    await session.execute(sql_delete(RunStep).where(RunStep.thread_id == thread.id))
+    await session.execute(sql_delete(Run).where(Run.thread_id == thread.id))
     await session.execute(sql_delete(Message).where(Message.thread_id == thread.id))
     await session.delete(thread)
 

@@ -1,0 +1,619 @@
+"""The run executor: one state machine, read top to bottom.
+
+    queued → in_progress → (requires_action ↔ in_progress)* → completed | failed | cancelled
+                                                               | expired | incomplete
+
+The queue lives in the database. A process *claims* a queued run with one conditional UPDATE
+(``FOR UPDATE SKIP LOCKED`` on PostgreSQL), holds a lease on it while it executes, and every
+transition is one function that persists the new state and then emits its event ("persist, then
+emit"). Token deltas go to the event bus only; the message and step are written at their
+boundaries. A run whose executor died is found by its lapsed lease and ended ``failed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from assistantd import ids
+from assistantd.db import Database
+from assistantd.db.models import Message, Run, RunStep
+from assistantd.files.storage import FileStore
+from assistantd.runs import prompt as prompts
+from assistantd.runs import tokens
+from assistantd.runs.events import Event, EventBus
+from assistantd.runs.schemas import RUN_EXPIRY_SECONDS, RunObject, RunStepObject
+from assistantd.settings import Settings
+from assistantd.threads.schemas import MessageObject
+from assistantd.tools.presentation import tool_type_of
+from assistantd.upstream.client import UpstreamClient, UpstreamError
+
+log = logging.getLogger("assistantd.executor")
+
+LEASE_SECONDS = 30.0
+MAINTENANCE_INTERVAL = 5.0
+POLL_INTERVAL = 1.0
+MAX_TURNS = 50  # model turns in one run before it is failed (a model stuck calling tools)
+
+
+class _Cancel:
+    """Put on a run's chunk queue to stop reading the upstream."""
+
+
+CANCEL = _Cancel()
+_END = object()
+
+
+@dataclass
+class Turn:
+    """What one upstream completion produced so far."""
+
+    message: Message | None = None
+    message_step: RunStep | None = None
+    text: list[str] = field(default_factory=list)
+    tool_step: RunStep | None = None
+    calls: dict[int, dict[str, Any]] = field(default_factory=dict)  # upstream index → call
+    usage: dict[str, int] | None = None
+    finish_reason: str | None = None
+
+
+@dataclass
+class RunContext:
+    run: Run
+    turn: Turn | None = None
+    queue: asyncio.Queue | None = None
+    cancel_requested: bool = False
+    prompt_tokens: int = 0  # used by the run so far, across its turns
+    completion_tokens: int = 0
+
+    def __post_init__(self) -> None:
+        usage = self.run.usage or {}
+        self.prompt_tokens = usage.get("prompt_tokens", 0)
+        self.completion_tokens = usage.get("completion_tokens", 0)
+
+
+class RunCancelled(Exception):
+    pass
+
+
+class RunExecutor:
+    def __init__(self, db: Database, bus: EventBus, upstream: UpstreamClient, files: FileStore,
+                 settings: Settings) -> None:
+        self.db, self.bus, self.upstream, self.files, self.settings = db, bus, upstream, files, settings
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.max_concurrent = settings.max_concurrent_runs
+        self._wake = asyncio.Event()
+        self._running: dict[str, tuple[asyncio.Task, RunContext]] = {}
+        self._background: list[asyncio.Task] = []
+        self.tool_runners: dict[str, Any] = {}
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.recover(startup=True)
+        self._background = [
+            asyncio.create_task(self._claim_loop(), name="run-claims"),
+            asyncio.create_task(self._maintenance_loop(), name="run-maintenance"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._background:
+            task.cancel()
+        for task, ctx in list(self._running.values()):
+            self._signal_cancel(ctx)
+            task.cancel()
+        await asyncio.gather(*self._background, *(t for t, _ in self._running.values()),
+                             return_exceptions=True)
+        # Runs this process was executing are not left in progress for a later start to find.
+        await self._fail_orphans(Run.worker == self.worker_id,
+                                 "The server shut down while the run was in progress.")
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def request_cancel(self, run_id: str) -> None:
+        entry = self._running.get(run_id)
+        if entry is not None:
+            self._signal_cancel(entry[1])
+
+    @staticmethod
+    def _signal_cancel(ctx: RunContext) -> None:
+        ctx.cancel_requested = True
+        if ctx.queue is not None:
+            ctx.queue.put_nowait(CANCEL)
+
+    # --- claiming ------------------------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        while True:
+            try:
+                while len(self._running) < self.max_concurrent:
+                    run = await self._claim()
+                    if run is None:
+                        break
+                    ctx = RunContext(run)
+                    task = asyncio.create_task(self._execute(ctx), name=f"run-{run.id}")
+                    self._running[run.id] = (task, ctx)
+                    task.add_done_callback(lambda _t, rid=run.id: self._running.pop(rid, None))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("claiming runs failed")
+            self._wake.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), POLL_INTERVAL)
+
+    async def _claim(self) -> Run | None:
+        candidate = select(Run.id).where(Run.status == "queued").order_by(Run.seq).limit(1)
+        if not self.db.is_sqlite:
+            candidate = candidate.with_for_update(skip_locked=True)
+        async with self.db.write() as session:
+            return await session.scalar(
+                update(Run)
+                .where(Run.id == candidate.scalar_subquery(), Run.status == "queued")
+                .values(status="in_progress", worker=self.worker_id,
+                        lease_until=time.time() + LEASE_SECONDS,
+                        started_at=ids.now())
+                .returning(Run)
+            )
+
+    # --- maintenance: leases, orphans, expiry ---------------------------------------------------
+
+    async def _maintenance_loop(self) -> None:
+        while True:
+            await asyncio.sleep(MAINTENANCE_INTERVAL)
+            try:
+                await self._renew_leases()
+                await self.recover(startup=False)
+                await self._expire_waiting()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("run maintenance failed")
+
+    async def _renew_leases(self) -> None:
+        if not self._running:
+            return
+        async with self.db.write() as session:
+            await session.execute(
+                update(Run).where(Run.worker == self.worker_id, Run.id.in_(list(self._running)))
+                .values(lease_until=time.time() + LEASE_SECONDS)
+            )
+            # A cancel made through another process shows up as a durable 'cancelling' flag.
+            cancelling = await session.scalars(
+                select(Run.id).where(Run.id.in_(list(self._running)), Run.status == "cancelling")
+            )
+        for run_id in cancelling:
+            self.request_cancel(run_id)
+
+    async def recover(self, startup: bool) -> None:
+        """End runs whose executor is gone. On SQLite (one process) every run in progress at
+        start-up is such a run; elsewhere a run is orphaned when its lease has lapsed."""
+        if startup and self.db.is_sqlite:
+            orphaned = Run.worker.is_not(None)
+        else:
+            orphaned = (Run.lease_until < time.time()) & (Run.worker != self.worker_id)
+        await self._fail_orphans(orphaned, "The run was interrupted: the server executing it stopped.")
+
+    async def _fail_orphans(self, condition, message: str) -> None:
+        async with self.db.write() as session:
+            runs = (await session.scalars(
+                select(Run).where(Run.status.in_(("in_progress", "cancelling")), condition)
+            )).all()
+            for run in runs:
+                if run.status == "cancelling":
+                    await self._persist_cancelled(session, run)
+                else:
+                    await self._persist_failed(session, run, "server_error", message)
+        for run in runs:
+            self._emit_final(run)
+
+    async def _expire_waiting(self) -> None:
+        now = ids.now()
+        async with self.db.write() as session:
+            runs = (await session.scalars(
+                select(Run).where(Run.status.in_(("queued", "requires_action")), Run.expires_at < now)
+            )).all()
+            for run in runs:
+                run.status, run.required_action = "expired", None
+                await self._close_open(session, run, step_status="expired", message_reason="run_expired")
+        for run in runs:
+            self._emit_final(run)
+
+    # --- executing one run ----------------------------------------------------------------------
+
+    async def _execute(self, ctx: RunContext) -> None:
+        run = ctx.run
+        self.emit(run.id, "thread.run.in_progress", RunObject.from_row(run))
+        try:
+            for _ in range(MAX_TURNS):
+                if ctx.cancel_requested:
+                    raise RunCancelled()
+                if not await self._turn(ctx):
+                    return
+            await self._finish_failed(ctx, "server_error",
+                                      f"The run made more than {MAX_TURNS} model turns without answering.")
+        except RunCancelled:
+            await self._finish_cancelled(ctx)
+        except UpstreamError as exc:
+            await self._finish_failed(ctx, exc.code, exc.message)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("run %s failed", run.id)
+            await self._finish_failed(ctx, "server_error", f"Internal error while executing the run: {exc!r}")
+
+    async def _turn(self, ctx: RunContext) -> bool:
+        """One model turn. Returns True when the run goes on with another turn."""
+        run = ctx.run
+        budget = None
+        if run.max_completion_tokens is not None:
+            budget = run.max_completion_tokens - ctx.completion_tokens
+            if budget <= 0:
+                await self._finish_incomplete(ctx, Turn(), "max_completion_tokens")
+                return False
+        if run.max_prompt_tokens is not None and ctx.prompt_tokens >= run.max_prompt_tokens:
+            await self._finish_incomplete(ctx, Turn(), "max_prompt_tokens")
+            return False
+        async with self.db.read() as session:
+            try:
+                prompt = await prompts.build(session, self.files, run, self.upstream_model(run.model),
+                                             self.settings.context_windows, budget)
+            except prompts.PromptTooLong:
+                await self._finish_incomplete(ctx, Turn(), "max_prompt_tokens")
+                return False
+
+        turn = ctx.turn = Turn()
+        ctx.queue = asyncio.Queue()
+        pump = asyncio.create_task(self._pump(prompt.body, ctx.queue))
+        try:
+            while True:
+                item = await ctx.queue.get()
+                if item is _END:
+                    break
+                if item is CANCEL:
+                    raise RunCancelled()
+                if isinstance(item, BaseException):
+                    raise item
+                await self._on_chunk(ctx, turn, item)
+        finally:
+            ctx.queue = None
+            if not pump.done():
+                pump.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await pump
+
+        usage = turn.usage or {
+            "prompt_tokens": prompt.prompt_tokens,
+            "completion_tokens": tokens.count("".join(turn.text))
+            + sum(tokens.count(c["arguments"]) for c in turn.calls.values()),
+        }
+        usage = {"prompt_tokens": int(usage.get("prompt_tokens") or 0),
+                 "completion_tokens": int(usage.get("completion_tokens") or 0)}
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        turn.usage = usage
+        ctx.prompt_tokens += usage["prompt_tokens"]
+        ctx.completion_tokens += usage["completion_tokens"]
+
+        if turn.finish_reason == "length":
+            await self._finish_incomplete(ctx, turn, "max_completion_tokens")
+            return False
+        if turn.calls:
+            return await self._after_tool_calls(ctx, turn)
+        await self._finish_completed(ctx, turn)
+        return False
+
+    async def _pump(self, body: dict[str, Any], queue: asyncio.Queue) -> None:
+        """Read the upstream stream into ``queue`` (network only: cancelling it is always safe)."""
+        try:
+            async for chunk in self.upstream.stream_chat(body):
+                queue.put_nowait(chunk)
+            queue.put_nowait(_END)
+        except asyncio.CancelledError:
+            raise
+        except UpstreamError as exc:
+            queue.put_nowait(exc)
+        except Exception as exc:
+            queue.put_nowait(UpstreamError("server_error", f"Reading the model's answer failed: {exc!r}"))
+
+    def upstream_model(self, model: str) -> str:
+        return self.settings.model_map.get(model, model)
+
+    # --- chunks → boundaries and deltas ---------------------------------------------------------
+
+    async def _on_chunk(self, ctx: RunContext, turn: Turn, chunk: dict[str, Any]) -> None:
+        if chunk.get("usage"):
+            turn.usage = chunk["usage"]
+        for choice in chunk.get("choices") or ():
+            if choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta") or {}
+            content = delta.get("content")
+            if content:
+                if turn.message is None:
+                    await self._open_message(ctx, turn)
+                turn.text.append(content)
+                self.emit_raw(ctx.run.id, "thread.message.delta", {
+                    "id": turn.message.id, "object": "thread.message.delta",
+                    "delta": {"content": [{"index": 0, "type": "text",
+                                           "text": {"value": content, "annotations": []}}]},
+                })
+            for call_delta in delta.get("tool_calls") or ():
+                await self._on_tool_call_delta(ctx, turn, call_delta)
+            if choice.get("finish_reason"):
+                turn.finish_reason = choice["finish_reason"]
+
+    async def _on_tool_call_delta(self, ctx: RunContext, turn: Turn, call_delta: dict[str, Any]) -> None:
+        upstream_index = call_delta.get("index", 0)
+        function = call_delta.get("function") or {}
+        call = turn.calls.get(upstream_index)
+        if call is None:
+            if turn.tool_step is None:
+                await self._open_tool_step(ctx, turn)
+            name = function.get("name") or ""
+            call = {"index": len(turn.calls), "id": ids.new_id("call_"), "name": name,
+                    "type": tool_type_of(name, ctx.run.tools), "arguments": ""}
+            turn.calls[upstream_index] = call
+            self.emit_raw(ctx.run.id, "thread.run.step.delta", _step_delta(turn.tool_step.id, call, first=True))
+        elif function.get("name"):
+            call["name"] += function["name"]
+        piece = function.get("arguments") or ""
+        if piece:
+            call["arguments"] += piece
+            self.emit_raw(ctx.run.id, "thread.run.step.delta", _step_delta(turn.tool_step.id, call, piece=piece))
+
+    # --- boundaries (persist, then emit) --------------------------------------------------------
+
+    def _new_step(self, run: Run, kind: str, details: dict[str, Any]) -> RunStep:
+        return RunStep(id=ids.new_id("step_"), tenant=run.tenant, created_at=ids.now(), run_id=run.id,
+                       thread_id=run.thread_id, assistant_id=run.assistant_id, type=kind,
+                       status="in_progress", step_details=details, last_error=None, expired_at=None,
+                       cancelled_at=None, failed_at=None, completed_at=None, metadata_={}, usage=None)
+
+    async def _open_message(self, ctx: RunContext, turn: Turn) -> None:
+        run = ctx.run
+        message = Message(id=ids.new_id("msg_"), tenant=run.tenant, created_at=ids.now(),
+                          thread_id=run.thread_id, status="in_progress", incomplete_details=None,
+                          completed_at=None, incomplete_at=None, role="assistant", content=[],
+                          assistant_id=run.assistant_id, run_id=run.id, attachments=[], metadata_={})
+        step = self._new_step(run, "message_creation",
+                              {"type": "message_creation", "message_creation": {"message_id": message.id}})
+        async with self.db.write() as session:
+            session.add_all([message, step])
+        turn.message, turn.message_step = message, step
+        step_obj, message_obj = RunStepObject.from_row(step), MessageObject.from_row(message)
+        self.emit(run.id, "thread.run.step.created", step_obj)
+        self.emit(run.id, "thread.run.step.in_progress", step_obj)
+        self.emit(run.id, "thread.message.created", message_obj)
+        self.emit(run.id, "thread.message.in_progress", message_obj)
+
+    async def _open_tool_step(self, ctx: RunContext, turn: Turn) -> None:
+        step = self._new_step(ctx.run, "tool_calls", {"type": "tool_calls", "tool_calls": []})
+        # Text before the tool calls is a finished message of its own.
+        await self._close_message(ctx, turn, status="completed")
+        async with self.db.write() as session:
+            session.add(step)
+        turn.tool_step = step
+        step_obj = RunStepObject.from_row(step)
+        self.emit(ctx.run.id, "thread.run.step.created", step_obj)
+        self.emit(ctx.run.id, "thread.run.step.in_progress", step_obj)
+
+    def _finalize_message(self, turn: Turn, status: str, reason: str | None = None) -> None:
+        message, now = turn.message, ids.now()
+        text = "".join(turn.text)
+        message.content = [{"type": "text", "text": {"value": text, "annotations": []}}] if text else []
+        message.status = status
+        if status == "completed":
+            message.completed_at = now
+        else:
+            message.incomplete_at, message.incomplete_details = now, {"reason": reason}
+
+    async def _close_message(self, ctx: RunContext, turn: Turn, status: str) -> None:
+        """Persist the turn's message (if one is open and not yet closed) and its step."""
+        if turn.message is None or turn.message.status != "in_progress":
+            return
+        self._finalize_message(turn, status)
+        step = turn.message_step
+        step.status, step.completed_at = "completed", ids.now()
+        async with self.db.write() as session:
+            session.add(turn.message)
+            session.add(step)
+        self.emit(ctx.run.id, "thread.message.completed", MessageObject.from_row(turn.message))
+        self.emit(ctx.run.id, "thread.run.step.completed", RunStepObject.from_row(step))
+
+    def _tool_calls_details(self, turn: Turn) -> list[dict[str, Any]]:
+        details = []
+        for call in sorted(turn.calls.values(), key=lambda c: c["index"]):
+            if call["type"] == "function":
+                details.append({"id": call["id"], "type": "function",
+                                "function": {"name": call["name"], "arguments": call["arguments"],
+                                             "output": None}})
+            else:
+                details.append({"id": call["id"], "type": call["type"], call["type"]: {},
+                                "_arguments": call["arguments"]})
+        return details
+
+    async def _after_tool_calls(self, ctx: RunContext, turn: Turn) -> bool:
+        run = ctx.run
+        await self._close_message(ctx, turn, status="completed")
+        calls = self._tool_calls_details(turn)
+        # Built-in tools run here; their results are persisted before the next turn.
+        for i, call in enumerate(calls):
+            if call["type"] != "function":
+                if ctx.cancel_requested:
+                    raise RunCancelled()
+                calls[i] = await self._run_builtin(ctx, turn, call)
+        step = turn.tool_step
+        step.step_details = {"type": "tool_calls", "tool_calls": calls}
+        step.usage = turn.usage
+        functions = [c for c in calls if c["type"] == "function"]
+        async with self.db.write() as session:
+            if functions:
+                run.status = "requires_action"
+                run.required_action = {"type": "submit_tool_outputs", "submit_tool_outputs": {"tool_calls": [
+                    {"id": c["id"], "type": "function",
+                     "function": {"name": c["function"]["name"], "arguments": c["function"]["arguments"]}}
+                    for c in functions
+                ]}}
+                run.expires_at = ids.now() + RUN_EXPIRY_SECONDS
+                run.worker, run.lease_until = None, None
+            else:
+                step.status, step.completed_at = "completed", ids.now()
+            self._add_usage(run, turn.usage)
+            session.add_all([step, run])
+        if functions:
+            self.emit(run.id, "thread.run.requires_action", RunObject.from_row(run))
+            return False
+        self.emit(run.id, "thread.run.step.completed", RunStepObject.from_row(step))
+        return True
+
+    async def _run_builtin(self, ctx: RunContext, turn: Turn, call: dict[str, Any]) -> dict[str, Any]:
+        runner = self.tool_runners.get(call["type"])
+        if runner is None:
+            output = f"The {call['type']} tool is not available on this server."
+            return {**call, "_output": output}
+        return await runner(self, ctx, turn, call)
+
+    @staticmethod
+    def _add_usage(run: Run, usage: dict[str, int] | None) -> None:
+        if not usage:
+            return
+        total = dict(run.usage or {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0})
+        for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
+            total[key] = total.get(key, 0) + usage.get(key, 0)
+        run.usage = total
+
+    # --- terminal transitions -------------------------------------------------------------------
+
+    async def _finish_completed(self, ctx: RunContext, turn: Turn) -> None:
+        run, now = ctx.run, ids.now()
+        if turn.message is not None:
+            self._finalize_message(turn, "completed")
+            turn.message_step.status, turn.message_step.completed_at = "completed", now
+            turn.message_step.usage = turn.usage
+        run.status, run.completed_at = "completed", now
+        self._add_usage(run, turn.usage)
+        async with self.db.write() as session:
+            if turn.message is not None:
+                session.add(turn.message)
+                session.add(turn.message_step)
+            await self._end_run(session, run)
+        if turn.message is not None:
+            self.emit(run.id, "thread.message.completed", MessageObject.from_row(turn.message))
+            self.emit(run.id, "thread.run.step.completed", RunStepObject.from_row(turn.message_step))
+        self._emit_final(run)
+
+    async def _finish_incomplete(self, ctx: RunContext, turn: Turn, reason: str) -> None:
+        run, now = ctx.run, ids.now()
+        run.status, run.incomplete_details = "incomplete", {"reason": reason}
+        self._add_usage(run, turn.usage)
+        async with self.db.write() as session:
+            if turn.message is not None and turn.message.status == "in_progress":
+                self._finalize_message(turn, "incomplete", "max_tokens")
+                turn.message_step.status, turn.message_step.completed_at = "completed", now
+                turn.message_step.usage = turn.usage
+                session.add(turn.message)
+                session.add(turn.message_step)
+            await self._close_open(session, run, step_status="cancelled", message_reason="max_tokens")
+            await self._end_run(session, run)
+        if turn.message is not None:
+            self.emit(run.id, "thread.message.incomplete", MessageObject.from_row(turn.message))
+            self.emit(run.id, "thread.run.step.completed", RunStepObject.from_row(turn.message_step))
+        self._emit_final(run)
+
+    async def _finish_failed(self, ctx: RunContext, code: str, message: str) -> None:
+        run = ctx.run
+        async with self.db.write() as session:
+            if ctx.turn is not None:
+                await self._persist_partial(session, ctx.turn, "run_failed")
+            await self._persist_failed(session, run, code, message)
+        self._emit_final(run)
+
+    async def _finish_cancelled(self, ctx: RunContext) -> None:
+        run = ctx.run
+        async with self.db.write() as session:
+            if ctx.turn is not None:
+                await self._persist_partial(session, ctx.turn, "run_cancelled")
+            await self._persist_cancelled(session, run)
+        self._emit_final(run)
+
+    async def _persist_partial(self, session: AsyncSession, turn: Turn, reason: str) -> None:
+        """Keep what the model had said when the run ended early: an incomplete message."""
+        if turn.message is not None and turn.message.status == "in_progress":
+            self._finalize_message(turn, "incomplete", reason)
+            session.add(turn.message)
+
+    async def _persist_failed(self, session: AsyncSession, run: Run, code: str, message: str) -> None:
+        run.status, run.failed_at = "failed", ids.now()
+        run.last_error = {"code": code, "message": message}
+        run.required_action = None
+        await self._close_open(session, run, step_status="failed", message_reason="run_failed",
+                               last_error=run.last_error)
+        await self._end_run(session, run)
+
+    async def _persist_cancelled(self, session: AsyncSession, run: Run) -> None:
+        run.status, run.cancelled_at, run.required_action = "cancelled", ids.now(), None
+        await self._close_open(session, run, step_status="cancelled", message_reason="run_cancelled")
+        await self._end_run(session, run)
+
+    async def _close_open(self, session: AsyncSession, run: Run, step_status: str, message_reason: str,
+                          last_error: dict[str, Any] | None = None) -> None:
+        """End the run's steps and messages still in progress along with the run."""
+        now = ids.now()
+        stamp = {"failed": "failed_at", "cancelled": "cancelled_at", "expired": "expired_at"}[step_status]
+        values: dict[str, Any] = {"status": step_status, stamp: now}
+        if step_status == "failed":
+            code = (last_error or {}).get("code")
+            values["last_error"] = {"code": code if code in ("server_error", "rate_limit_exceeded") else "server_error",
+                                    "message": (last_error or {}).get("message", "")}
+        await session.execute(update(RunStep).where(RunStep.run_id == run.id, RunStep.status == "in_progress")
+                              .values(**values))
+        await session.execute(update(Message).where(Message.run_id == run.id, Message.status == "in_progress")
+                              .values(status="incomplete", incomplete_at=now,
+                                      incomplete_details={"reason": message_reason}))
+
+    async def _end_run(self, session: AsyncSession, run: Run) -> None:
+        run.worker, run.lease_until = None, None
+        if run.status in ("completed", "failed", "cancelled", "expired", "incomplete"):
+            run.required_action = None
+        session.add(run)
+
+    def _emit_final(self, run: Run) -> None:
+        self.emit(run.id, f"thread.run.{run.status}", RunObject.from_row(run))
+
+    # --- events ---------------------------------------------------------------------------------
+
+    def emit(self, run_id: str, name: str, obj) -> None:
+        if self.bus.watched(run_id):
+            self.bus.publish(run_id, Event.of(name, obj))
+
+    def emit_raw(self, run_id: str, name: str, payload: dict[str, Any]) -> None:
+        if self.bus.watched(run_id):
+            self.bus.publish(run_id, Event(name, json.dumps(payload, separators=(",", ":"))))
+
+
+def _step_delta(step_id: str, call: dict[str, Any], *, first: bool = False, piece: str = "") -> dict[str, Any]:
+    kind = call["type"]
+    entry: dict[str, Any] = {"index": call["index"], "type": kind}
+    if first:
+        entry["id"] = call["id"]
+    if kind == "function":
+        entry["function"] = {"name": call["name"], "arguments": piece, "output": None} if first \
+            else {"arguments": piece}
+    elif kind == "code_interpreter":
+        entry["code_interpreter"] = {"input": "", "outputs": []} if first else {}
+    else:
+        entry[kind] = {}
+    return {"id": step_id, "object": "thread.run.step.delta",
+            "delta": {"step_details": {"type": "tool_calls", "tool_calls": [entry]}}}

@@ -1,0 +1,176 @@
+"""``/v1/threads/{thread_id}/runs…`` and ``/v1/threads/runs``: create (JSON or SSE), list,
+retrieve, update, cancel, submit tool outputs, and run steps."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Depends, Query, Request
+from sse_starlette import EventSourceResponse
+
+from assistantd.api.auth import require_tenant
+from assistantd.api.pagination import PageParams, page_params
+from assistantd.api.types import ListResponse
+from assistantd.runs import service
+from assistantd.runs.events import Event, Subscription
+from assistantd.runs.schemas import (
+    CreateRunRequest,
+    CreateThreadAndRunRequest,
+    ModifyRunRequest,
+    RunObject,
+    RunStepObject,
+    SubmitToolOutputsRequest,
+)
+from assistantd.threads import service as threads
+from assistantd.threads.schemas import ThreadObject
+
+router = APIRouter(tags=["runs"])
+
+SEARCH_CONTENT = "step_details.tool_calls[*].file_search.results[*].content"
+
+
+def _stream(subscription: Subscription, opening: list[Event]) -> EventSourceResponse:
+    """SSE: the events the handler persisted, then whatever the executor emits, then ``done``."""
+
+    async def events() -> AsyncIterator[dict]:
+        try:
+            for event in opening:
+                yield {"event": event.name, "data": event.data}
+            while True:
+                event = await subscription.queue.get()
+                yield {"event": event.name, "data": event.data}
+                if event.final:
+                    break
+            yield {"event": "done", "data": "[DONE]"}
+        finally:
+            subscription.close()  # a client that goes away leaves the run running
+
+    return EventSourceResponse(events(), ping=15, sep="\n")
+
+
+@contextlib.asynccontextmanager
+async def _writing(request: Request, stream: bool | None):
+    """The request's transaction, with a place to subscribe to the run's events *before* the
+    commit makes the run visible to executors (so a stream misses nothing)."""
+    holder: dict[str, Subscription] = {}
+
+    def subscribe(run_id: str) -> None:
+        if stream:
+            holder["sub"] = request.app.state.bus.subscribe(run_id)
+
+    try:
+        async with request.app.state.db.write() as session:
+            yield session, subscribe, holder
+    except BaseException:
+        if "sub" in holder:
+            holder["sub"].close()
+        raise
+    request.app.state.executor.wake()
+
+
+def _includes_search_content(include: list[str] | None) -> bool:
+    return bool(include) and SEARCH_CONTENT in include
+
+
+@router.post("/threads/{thread_id}/runs")
+async def create_run(thread_id: str, body: CreateRunRequest, request: Request,
+                     include: list[str] | None = Query(None, alias="include[]"),
+                     tenant: str = Depends(require_tenant)):
+    async with _writing(request, body.stream) as (session, subscribe, holder):
+        thread = await threads.get(session, tenant, thread_id)
+        run = await service.create(session, tenant, thread, body)
+        subscribe(run.id)
+    run_obj = RunObject.from_row(run)
+    if "sub" not in holder:
+        return run_obj.response()
+    return _stream(holder["sub"], [Event.of("thread.run.created", run_obj),
+                                   Event.of("thread.run.queued", run_obj)])
+
+
+@router.post("/threads/runs")
+async def create_thread_and_run(body: CreateThreadAndRunRequest, request: Request,
+                                tenant: str = Depends(require_tenant)):
+    async with _writing(request, body.stream) as (session, subscribe, holder):
+        thread, run = await service.create_thread_and_run(session, tenant, body)
+        subscribe(run.id)
+    run_obj = RunObject.from_row(run)
+    if "sub" not in holder:
+        return run_obj.response()
+    return _stream(holder["sub"], [Event.of("thread.created", ThreadObject.from_row(thread)),
+                                   Event.of("thread.run.created", run_obj),
+                                   Event.of("thread.run.queued", run_obj)])
+
+
+@router.get("/threads/{thread_id}/runs")
+async def list_runs(thread_id: str, request: Request, page: PageParams = Depends(page_params),
+                    tenant: str = Depends(require_tenant)):
+    async with request.app.state.db.read() as session:
+        rows, has_more = await service.list_page(session, tenant, thread_id, page)
+    return ListResponse.of([RunObject.from_row(r) for r in rows], has_more).response()
+
+
+@router.get("/threads/{thread_id}/runs/{run_id}")
+async def retrieve_run(thread_id: str, run_id: str, request: Request, tenant: str = Depends(require_tenant)):
+    async with request.app.state.db.read() as session:
+        run = await service.get(session, tenant, thread_id, run_id)
+    return RunObject.from_row(run).response()
+
+
+@router.post("/threads/{thread_id}/runs/{run_id}")
+async def modify_run(thread_id: str, run_id: str, body: ModifyRunRequest, request: Request,
+                     tenant: str = Depends(require_tenant)):
+    async with request.app.state.db.write() as session:
+        run = await service.get(session, tenant, thread_id, run_id)
+        if "metadata" in body.model_fields_set:
+            run.metadata_ = body.metadata or {}
+        await session.flush()
+        return RunObject.from_row(run).response()
+
+
+@router.post("/threads/{thread_id}/runs/{run_id}/cancel")
+async def cancel_run(thread_id: str, run_id: str, request: Request, tenant: str = Depends(require_tenant)):
+    state = request.app.state
+    async with state.db.write() as session:
+        run = await service.get(session, tenant, thread_id, run_id)
+        executing = await service.cancel(session, run)
+    run_obj = RunObject.from_row(run)
+    if executing:
+        state.bus.publish(run.id, Event.of("thread.run.cancelling", run_obj))
+        state.executor.request_cancel(run.id)
+    else:
+        state.bus.publish(run.id, Event.of("thread.run.cancelled", run_obj))
+    return run_obj.response()
+
+
+@router.post("/threads/{thread_id}/runs/{run_id}/submit_tool_outputs")
+async def submit_tool_outputs(thread_id: str, run_id: str, body: SubmitToolOutputsRequest, request: Request,
+                              tenant: str = Depends(require_tenant)):
+    async with _writing(request, body.stream) as (session, subscribe, holder):
+        run = await service.get(session, tenant, thread_id, run_id)
+        step = await service.submit_tool_outputs(session, run, body)
+        subscribe(run.id)
+    run_obj = RunObject.from_row(run)
+    if "sub" not in holder:
+        return run_obj.response()
+    return _stream(holder["sub"], [Event.of("thread.run.step.completed", RunStepObject.from_row(step)),
+                                   Event.of("thread.run.queued", run_obj)])
+
+
+@router.get("/threads/{thread_id}/runs/{run_id}/steps")
+async def list_run_steps(thread_id: str, run_id: str, request: Request, page: PageParams = Depends(page_params),
+                         include: list[str] | None = Query(None, alias="include[]"),
+                         tenant: str = Depends(require_tenant)):
+    async with request.app.state.db.read() as session:
+        rows, has_more = await service.list_steps(session, tenant, thread_id, run_id, page)
+    full = _includes_search_content(include)
+    return ListResponse.of([RunStepObject.from_row(r, full) for r in rows], has_more).response()
+
+
+@router.get("/threads/{thread_id}/runs/{run_id}/steps/{step_id}")
+async def retrieve_run_step(thread_id: str, run_id: str, step_id: str, request: Request,
+                            include: list[str] | None = Query(None, alias="include[]"),
+                            tenant: str = Depends(require_tenant)):
+    async with request.app.state.db.read() as session:
+        step = await service.get_step(session, tenant, thread_id, run_id, step_id)
+    return RunStepObject.from_row(step, _includes_search_content(include)).response()

@@ -1,0 +1,221 @@
+"""Creating, finding, cancelling and answering runs; reading run steps.
+
+Everything here happens inside the request's transaction. The executor
+(:mod:`assistantd.runs.executor`) does the rest in the background.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from assistantd import ids, tool_resources
+from assistantd.api.errors import APIError, invalid, not_found
+from assistantd.api.pagination import PageParams, paginate
+from assistantd.api.types import dump_response_format, dump_tools
+from assistantd.assistants import service as assistants
+from assistantd.db.models import Message, Run, RunStep, Thread
+from assistantd.runs.schemas import (
+    ACTIVE_STATUSES,
+    RUN_EXPIRY_SECONDS,
+    CreateRunRequest,
+    CreateThreadAndRunRequest,
+    SubmitToolOutputsRequest,
+)
+from assistantd.threads import service as threads
+
+
+async def get(session: AsyncSession, tenant: str, thread_id: str, run_id: str) -> Run:
+    await threads.get(session, tenant, thread_id)
+    row = await session.scalar(select(Run).where(Run.id == run_id, Run.thread_id == thread_id))
+    if row is None:
+        raise not_found("run", run_id)
+    return row
+
+
+async def require_no_active_run(session: AsyncSession, thread_id: str, action: str) -> None:
+    active = await session.scalar(
+        select(Run.id).where(Run.thread_id == thread_id, Run.status.in_(ACTIVE_STATUSES)).limit(1)
+    )
+    if active is not None:
+        raise invalid(f"Can't {action} {thread_id} while a run {active} is active.")
+
+
+def _check_tool_choice(choice: Any, tools: list[dict[str, Any]]) -> None:
+    if choice is None or isinstance(choice, str):
+        if choice == "required" and not tools:
+            raise invalid("tool_choice 'required' needs at least one tool.", param="tool_choice")
+        return
+    if choice.type == "function":
+        names = {t["function"]["name"] for t in tools if t["type"] == "function"}
+        if choice.function is None or choice.function.name not in names:
+            raise invalid("Invalid 'tool_choice': the named function is not among the run's tools.",
+                          param="tool_choice.function.name")
+    elif choice.type not in {t["type"] for t in tools}:
+        raise invalid(f"Invalid 'tool_choice': the {choice.type} tool is not enabled for this run.",
+                      param="tool_choice.type")
+
+
+async def create(session: AsyncSession, tenant: str, thread: Thread,
+                 body: CreateRunRequest | CreateThreadAndRunRequest) -> Run:
+    assistant = await assistants.get(session, tenant, body.assistant_id)
+    await require_no_active_run(session, thread.id, "create runs on")
+    given = body.model_fields_set
+    tools = dump_tools(body.tools) if body.tools is not None else assistant.tools
+    _check_tool_choice(body.tool_choice, tools)
+    instructions = body.instructions if body.instructions is not None else (assistant.instructions or "")
+    extra = getattr(body, "additional_instructions", None)
+    if extra:
+        instructions = f"{instructions}\n\n{extra}" if instructions else extra
+    for i, message in enumerate(getattr(body, "additional_messages", None) or []):
+        await threads.add_message(session, tenant, thread, message, param=f"additional_messages[{i}]")
+    history_seq = await session.scalar(
+        select(func.coalesce(func.max(Message.seq), 0)).where(Message.thread_id == thread.id)
+    )
+    created = ids.now()
+    run = Run(
+        id=ids.new_id("run_"),
+        tenant=tenant,
+        created_at=created,
+        thread_id=thread.id,
+        assistant_id=assistant.id,
+        status="queued",
+        required_action=None,
+        last_error=None,
+        expires_at=created + RUN_EXPIRY_SECONDS,
+        started_at=None,
+        cancelled_at=None,
+        failed_at=None,
+        completed_at=None,
+        incomplete_details=None,
+        model=body.model or assistant.model,
+        instructions=instructions,
+        tools=tools,
+        tool_resources=assistant.tool_resources,
+        metadata_=body.metadata or {},
+        usage=None,
+        temperature=body.temperature if "temperature" in given else assistant.temperature,
+        top_p=body.top_p if "top_p" in given else assistant.top_p,
+        max_prompt_tokens=body.max_prompt_tokens,
+        max_completion_tokens=body.max_completion_tokens,
+        truncation_strategy=(body.truncation_strategy.model_dump() if body.truncation_strategy
+                             else {"type": "auto", "last_messages": None}),
+        tool_choice=(body.tool_choice if isinstance(body.tool_choice, str) or body.tool_choice is None
+                     else body.tool_choice.model_dump(exclude_none=True)),
+        parallel_tool_calls=body.parallel_tool_calls,
+        response_format=(dump_response_format(body.response_format) if "response_format" in given
+                         else assistant.response_format),
+        reasoning_effort=body.reasoning_effort if "reasoning_effort" in given else assistant.reasoning_effort,
+        history_seq=history_seq or 0,
+        worker=None,
+        lease_until=None,
+    )
+    session.add(run)
+    await session.flush()
+    return run
+
+
+async def create_thread_and_run(session: AsyncSession, tenant: str,
+                                body: CreateThreadAndRunRequest) -> tuple[Thread, Run]:
+    from assistantd.threads.schemas import CreateThreadRequest
+
+    thread_body = body.thread or CreateThreadRequest()
+    if body.tool_resources is not None and thread_body.tool_resources is None:
+        thread_body = thread_body.model_copy(update={"tool_resources": body.tool_resources})
+    thread = await threads.create(session, tenant, thread_body)
+    return thread, await create(session, tenant, thread, body)
+
+
+async def list_page(session: AsyncSession, tenant: str, thread_id: str, page: PageParams):
+    await threads.get(session, tenant, thread_id)
+    return await paginate(session, select(Run).where(Run.thread_id == thread_id), Run, page)
+
+
+async def cancel(session: AsyncSession, run: Run) -> bool:
+    """Cancel ``run``; return True when an executor must be told (the run is executing).
+
+    A run nobody executes (queued, or waiting for tool outputs) is cancelled at once; an
+    executing one becomes ``cancelling``, a durable flag its executor acts on.
+    """
+    now = ids.now()
+    if run.status in ("queued", "requires_action"):
+        result = await session.execute(
+            update(Run).where(Run.id == run.id, Run.status.in_(("queued", "requires_action")))
+            .values(status="cancelled", cancelled_at=now, required_action=None)
+        )
+        if result.rowcount:
+            await session.execute(
+                update(RunStep).where(RunStep.run_id == run.id, RunStep.status == "in_progress")
+                .values(status="cancelled", cancelled_at=now)
+            )
+            await session.refresh(run)
+            return False
+        await session.refresh(run)
+    if run.status == "in_progress":
+        await session.execute(update(Run).where(Run.id == run.id, Run.status == "in_progress")
+                              .values(status="cancelling"))
+        await session.refresh(run)
+        return True
+    if run.status == "cancelling":
+        return True
+    raise invalid(f"Cannot cancel run with status '{run.status}'.")
+
+
+async def submit_tool_outputs(session: AsyncSession, run: Run, body: SubmitToolOutputsRequest) -> RunStep:
+    """Record the outputs on the waiting step and queue the run again."""
+    if run.status != "requires_action" or not run.required_action:
+        raise invalid(f"Runs in status \"{run.status}\" do not accept tool outputs.")
+    pending = [c["id"] for c in run.required_action["submit_tool_outputs"]["tool_calls"]]
+    outputs: dict[str, str] = {}
+    for i, item in enumerate(body.tool_outputs):
+        if not item.tool_call_id:
+            raise invalid("Missing required parameter: 'tool_outputs[%d].tool_call_id'." % i,
+                          param=f"tool_outputs[{i}].tool_call_id")
+        if item.tool_call_id not in pending:
+            raise invalid(f"Invalid 'tool_outputs[{i}].tool_call_id': no tool call with id "
+                          f"'{item.tool_call_id}' is waiting for output.", param=f"tool_outputs[{i}].tool_call_id")
+        if item.tool_call_id in outputs:
+            raise invalid(f"Invalid 'tool_outputs': tool call '{item.tool_call_id}' is answered more than once.",
+                          param=f"tool_outputs[{i}].tool_call_id")
+        outputs[item.tool_call_id] = item.output or ""
+    missing = [call_id for call_id in pending if call_id not in outputs]
+    if missing:
+        raise invalid(f"Expected tool outputs for call_ids {pending}, got {list(outputs)}.",
+                      param="tool_outputs")
+    step = await session.scalar(
+        select(RunStep).where(RunStep.run_id == run.id, RunStep.type == "tool_calls",
+                              RunStep.status == "in_progress").order_by(RunStep.seq.desc()).limit(1)
+    )
+    if step is None:
+        raise APIError(500, "The run's tool-call step is missing.", type="server_error")
+    calls = []
+    for call in step.step_details["tool_calls"]:
+        if call["type"] == "function" and call["id"] in outputs:
+            call = {**call, "function": {**call["function"], "output": outputs[call["id"]]}}
+        calls.append(call)
+    now = ids.now()
+    step.step_details = {**step.step_details, "tool_calls": calls}
+    step.status, step.completed_at = "completed", now
+    result = await session.execute(
+        update(Run).where(Run.id == run.id, Run.status == "requires_action")
+        .values(status="queued", required_action=None)
+    )
+    if not result.rowcount:
+        raise invalid("The run is no longer waiting for tool outputs.")
+    await session.refresh(run)
+    return step
+
+
+async def list_steps(session: AsyncSession, tenant: str, thread_id: str, run_id: str, page: PageParams):
+    await get(session, tenant, thread_id, run_id)
+    return await paginate(session, select(RunStep).where(RunStep.run_id == run_id), RunStep, page)
+
+
+async def get_step(session: AsyncSession, tenant: str, thread_id: str, run_id: str, step_id: str) -> RunStep:
+    await get(session, tenant, thread_id, run_id)
+    row = await session.scalar(select(RunStep).where(RunStep.id == step_id, RunStep.run_id == run_id))
+    if row is None:
+        raise not_found("run step", step_id)
+    return row

@@ -1,0 +1,208 @@
+"""A scripted, OpenAI-compatible chat-completions server for tests and benchmarks.
+
+It streams text and tool calls in the chat-completions chunk format, and can be slow, fail with
+an HTTP status, or drop the connection, on cue. Nothing here is used by the server itself.
+
+Scripting: a request is matched to a script by a tag ``[[fake:TAG]]`` written anywhere in its
+messages (the last one found wins). ``POST /__fake/script {"tag", "turns": [...]}`` queues the
+turns for a tag; each model request with that tag takes the next one. A turn is a dict:
+
+    text            the answer, streamed in word-sized pieces (or ``chunks``: the exact pieces)
+    tool_calls      [{"name", "arguments" (str or object), "id"?}], arguments streamed in pieces
+    delay           seconds between chunks; first_delay: seconds before the first chunk
+    status          answer this HTTP status with an OpenAI error body instead
+    fail_after      drop the connection after this many chunks
+    finish_reason   override ("length" to imitate hitting max tokens)
+    usage           {"prompt_tokens", "completion_tokens"} to report
+    hang            never answer (until the client gives up)
+
+With no script the model answers a tool result with "The tool returned: …", calls
+``code_interpreter`` when it is offered and the user asks something, and otherwise echoes the
+last user message. ``GET /__fake/requests`` lists the request bodies it received.
+
+    python -m assistantd.testing.fake_upstream --port 9000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import time
+from collections import defaultdict, deque
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+TAG = re.compile(r"\[\[fake:([A-Za-z0-9_.-]+)\]\]")
+
+_scripts: dict[str, deque[dict[str, Any]]] = defaultdict(deque)
+_requests: list[dict[str, Any]] = []
+RECORD = True  # benchmarks turn this off (--no-record) so memory stays flat
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""
+
+
+def find_tag(body: dict[str, Any]) -> str | None:
+    tag = None
+    for message in body.get("messages", []):
+        for match in TAG.finditer(_text_of(message.get("content"))):
+            tag = match.group(1)
+    return tag
+
+
+def default_turn(body: dict[str, Any]) -> dict[str, Any]:
+    messages = body.get("messages", [])
+    last = messages[-1] if messages else {}
+    if last.get("role") == "tool":
+        return {"text": f"The tool returned: {last.get('content', '')}"}
+    tool_names = {t.get("function", {}).get("name") for t in body.get("tools") or []}
+    user_text = _text_of(last.get("content")) if last.get("role") == "user" else ""
+    if "code_interpreter" in tool_names and user_text:
+        return {"tool_calls": [{"name": "code_interpreter",
+                                "arguments": {"code": "x = (14 - 11) / 3\nprint(x)"}}]}
+    return {"text": f"You said: {user_text}" if user_text else "Hello!"}
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"\S+\s*|\s+", text) or [text]
+
+
+def _chunk(cid: str, model: str, delta: dict[str, Any] | None = None, finish: str | None = None,
+           usage: dict[str, int] | None = None) -> bytes:
+    payload: dict[str, Any] = {"id": cid, "object": "chat.completion.chunk", "created": int(time.time()),
+                               "model": model, "choices": []}
+    if delta is not None or finish is not None:
+        payload["choices"] = [{"index": 0, "delta": delta or {}, "finish_reason": finish}]
+    if usage is not None:
+        payload["usage"] = usage
+    return b"data: " + json.dumps(payload).encode() + b"\n\n"
+
+
+def _pieces(turn: dict[str, Any]) -> list[dict[str, Any]]:
+    """The deltas of a turn, in order."""
+    deltas: list[dict[str, Any]] = [{"role": "assistant", "content": ""}]
+    chunks = turn.get("chunks") or (_words(turn["text"]) if turn.get("text") else [])
+    deltas += [{"content": c} for c in chunks]
+    for i, call in enumerate(turn.get("tool_calls") or []):
+        args = call.get("arguments", "")
+        args = args if isinstance(args, str) else json.dumps(args)
+        call_id = call.get("id") or f"call_fake{i}{int(time.time() * 1000) % 100000}"
+        deltas.append({"tool_calls": [{"index": i, "id": call_id, "type": "function",
+                                       "function": {"name": call["name"], "arguments": ""}}]})
+        step = max(1, len(args) // 4) if len(args) > 8 else max(1, len(args))
+        for start in range(0, len(args), step):
+            deltas.append({"tool_calls": [{"index": i, "function": {"arguments": args[start:start + step]}}]})
+    return deltas
+
+
+async def chat_completions(request: Request) -> Response:
+    body = await request.json()
+    if RECORD:
+        _requests.append(body)
+    tag = find_tag(body)
+    turn = _scripts[tag].popleft() if tag and _scripts.get(tag) else default_turn(body)
+    if turn.get("status"):
+        return JSONResponse({"error": {"message": turn.get("message", "scripted failure"),
+                                       "type": "server_error", "param": None, "code": None}},
+                            status_code=int(turn["status"]))
+    model = body.get("model", "fake")
+    cid = f"chatcmpl-{int(time.time() * 1e6)}"
+    deltas = _pieces(turn)
+    finish = turn.get("finish_reason") or ("tool_calls" if turn.get("tool_calls") else "stop")
+    prompt_chars = sum(len(_text_of(m.get("content"))) for m in body.get("messages", []))
+    usage = turn.get("usage") or {"prompt_tokens": max(1, prompt_chars // 4),
+                                  "completion_tokens": max(1, len(deltas) - 1)}
+    usage = {**usage, "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]}
+
+    async def stream():
+        if turn.get("hang"):
+            await asyncio.sleep(3600)
+        if turn.get("first_delay"):
+            await asyncio.sleep(float(turn["first_delay"]))
+        delay = float(turn.get("delay") or 0)
+        for n, delta in enumerate(deltas):
+            if turn.get("fail_after") is not None and n >= int(turn["fail_after"]):
+                raise ConnectionResetError("scripted drop")
+            if delay and n:
+                await asyncio.sleep(delay)
+            yield _chunk(cid, model, delta)
+        yield _chunk(cid, model, {}, finish)
+        yield _chunk(cid, model, usage=usage)
+        yield b"data: [DONE]\n\n"
+
+    return StreamingResponse(stream(), media_type="text/event-stream")
+
+
+async def embeddings(request: Request) -> Response:
+    """Deterministic bag-of-words embeddings (for ``ASSISTANTD_EMBEDDINGS=upstream:<model>`` tests)."""
+    body = await request.json()
+    inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+    dims = 64
+    data = []
+    for i, text in enumerate(inputs):
+        vec = [0.0] * dims
+        for word in re.findall(r"\w+", text.lower()):
+            vec[hash(word) % dims] += 1.0
+        norm = sum(v * v for v in vec) ** 0.5 or 1.0
+        data.append({"object": "embedding", "index": i, "embedding": [v / norm for v in vec]})
+    return JSONResponse({"object": "list", "data": data, "model": body.get("model"),
+                         "usage": {"prompt_tokens": 0, "total_tokens": 0}})
+
+
+async def add_script(request: Request) -> Response:
+    body = await request.json()
+    _scripts[body["tag"]].extend(body["turns"])
+    return JSONResponse({"queued": len(_scripts[body["tag"]])})
+
+
+async def list_requests(request: Request) -> Response:
+    tag = request.query_params.get("tag")
+    return JSONResponse([r for r in _requests if tag is None or find_tag(r) == tag])
+
+
+async def reset(request: Request) -> Response:
+    _scripts.clear()
+    _requests.clear()
+    return JSONResponse({"reset": True})
+
+
+async def health(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+app = Starlette(routes=[
+    Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+    Route("/v1/embeddings", embeddings, methods=["POST"]),
+    Route("/__fake/script", add_script, methods=["POST"]),
+    Route("/__fake/requests", list_requests, methods=["GET"]),
+    Route("/__fake/reset", reset, methods=["POST"]),
+    Route("/healthz", health, methods=["GET"]),
+])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9000)
+    parser.add_argument("--no-record", action="store_true", help="do not keep request bodies (benchmarks)")
+    args = parser.parse_args()
+    global RECORD
+    RECORD = not args.no_record
+    import uvicorn
+
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""The chat-completions client every run turn goes through (CONTRACT.md, "How runs talk to the
+upstream model"): one streamed ``POST {base}/chat/completions`` per model turn.
+
+Chunks are yielded as plain dicts, straight from the wire: a run relays them token by token,
+so no per-chunk model validation sits on that path.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+
+class UpstreamError(Exception):
+    """The upstream failed; ``code`` is the run's ``last_error.code``."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+class UpstreamClient:
+    def __init__(self, base_url: str, api_key: str | None, *, connect_timeout: float,
+                 read_timeout: float, max_connections: int = 512) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"),
+            headers=headers,
+            timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def stream_chat(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """Yield the chunks of one streamed completion; raise :class:`UpstreamError` on failure."""
+        body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+        try:
+            async with self._http.stream("POST", "/chat/completions", json=body) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise _error_for(response)
+                async for line in response.aiter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        return
+                    chunk = json.loads(data)
+                    if isinstance(chunk, dict) and "error" in chunk:
+                        raise UpstreamError("server_error", _message(chunk))
+                    yield chunk
+        except httpx.TimeoutException as exc:
+            raise UpstreamError("server_error", f"The model did not answer in time ({type(exc).__name__}).") from exc
+        except httpx.HTTPError as exc:
+            raise UpstreamError("server_error", f"Could not reach the model: {exc!r}") from exc
+        except json.JSONDecodeError as exc:
+            raise UpstreamError("server_error", f"The model sent a malformed chunk: {exc}") from exc
+
+    async def embeddings(self, model: str, inputs: list[str]) -> list[list[float]]:
+        response = await self._http.post("/embeddings", json={"model": model, "input": inputs})
+        if response.status_code >= 400:
+            raise _error_for(response)
+        data = sorted(response.json()["data"], key=lambda d: d["index"])
+        return [d["embedding"] for d in data]
+
+
+def _message(payload: Any) -> str:
+    if isinstance(payload, dict):
+        err = payload.get("error", payload)
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])
+        if isinstance(err, str):
+            return err
+    return str(payload)[:500]
+
+
+def _error_for(response: httpx.Response) -> UpstreamError:
+    try:
+        detail = _message(response.json())
+    except ValueError:
+        detail = response.text[:500]
+    code = "rate_limit_exceeded" if response.status_code == 429 else "server_error"
+    return UpstreamError(code, f"The model returned HTTP {response.status_code}: {detail}")
