@@ -18,6 +18,7 @@ import httpx
 import openai
 import pytest
 
+from tests.support.fake import FakeUpstream
 from tests.support.server import ServerProcess
 from tests.support.spec import validate_response
 
@@ -110,12 +111,21 @@ def databases(backend, tmp_path_factory) -> Iterator[DatabaseFactory]:
 
 
 @pytest.fixture(scope="session")
-def spawn(databases) -> Iterator:
+def fake_upstream(tmp_path_factory) -> Iterator[FakeUpstream]:
+    """The scripted chat-completions server every test server talks to."""
+    fake = FakeUpstream(tmp_path_factory.mktemp("fake")).start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="session")
+def spawn(databases, fake_upstream) -> Iterator:
     """``spawn(name, **env)`` → a started :class:`ServerProcess` on a fresh database."""
     servers: list[ServerProcess] = []
 
     def _spawn(name: str, **env: str) -> ServerProcess:
         data_dir, url = databases.new(name)
+        env = {"ASSISTANTD_UPSTREAM_BASE_URL": fake_upstream.base_url, **env}
         server = ServerProcess(data_dir, url, **env)
         servers.append(server)
         return server.start()

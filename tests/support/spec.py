@@ -116,3 +116,19 @@ def validate_response(method: str, path: str, status: int, content_type: str, bo
         detail = "\n".join(f"  at {list(e.absolute_path)}: {e.message[:300]}" for e in errors[:5])
         raise SpecViolation(f"{method} {path} ({op['operationId']}) -> {status} breaks the spec:\n{detail}")
     return op["operationId"]
+
+
+@lru_cache
+def _event_validator() -> Draft202012Validator:
+    return Draft202012Validator({"$ref": "#/components/schemas/AssistantStreamEvent",
+                                 "components": spec()["components"]})
+
+
+def validate_event(name: str, data: str) -> Any:
+    """Check one SSE frame against ``AssistantStreamEvent``; return its parsed data."""
+    parsed = data if name == "done" else json.loads(data)
+    errors = list(_event_validator().iter_errors({"event": name, "data": parsed}))
+    if errors:
+        best = min(errors, key=lambda e: len(list(e.absolute_path)))
+        raise SpecViolation(f"event {name} breaks AssistantStreamEvent: {best.message[:500]}")
+    return parsed

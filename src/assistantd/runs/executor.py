@@ -33,7 +33,7 @@ from assistantd.files.storage import FileStore
 from assistantd.runs import prompt as prompts
 from assistantd.runs import tokens
 from assistantd.runs.events import Event, EventBus
-from assistantd.runs.schemas import RUN_EXPIRY_SECONDS, RunObject, RunStepObject
+from assistantd.runs.schemas import RunObject, RunStepObject
 from assistantd.settings import Settings
 from assistantd.threads.schemas import MessageObject
 from assistantd.tools.presentation import tool_type_of
@@ -41,8 +41,8 @@ from assistantd.upstream.client import UpstreamClient, UpstreamError
 
 log = logging.getLogger("assistantd.executor")
 
-LEASE_SECONDS = 30.0
-MAINTENANCE_INTERVAL = 5.0
+LEASE_SECONDS = 10.0  # a run whose executor stops renewing this is orphaned
+MAINTENANCE_INTERVAL = 3.0
 POLL_INTERVAL = 1.0
 MAX_TURNS = 50  # model turns in one run before it is failed (a model stuck calling tools)
 
@@ -137,6 +137,8 @@ class RunExecutor:
 
     async def _claim_loop(self) -> None:
         while True:
+            # Cleared before claiming, so a run queued while we claim is not missed.
+            self._wake.clear()
             try:
                 while len(self._running) < self.max_concurrent:
                     run = await self._claim()
@@ -150,7 +152,6 @@ class RunExecutor:
                 raise
             except Exception:
                 log.exception("claiming runs failed")
-            self._wake.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), POLL_INTERVAL)
 
@@ -466,7 +467,7 @@ class RunExecutor:
                      "function": {"name": c["function"]["name"], "arguments": c["function"]["arguments"]}}
                     for c in functions
                 ]}}
-                run.expires_at = ids.now() + RUN_EXPIRY_SECONDS
+                run.expires_at = ids.now() + self.settings.run_expiry_seconds
                 run.worker, run.lease_until = None, None
             else:
                 step.status, step.completed_at = "completed", ids.now()

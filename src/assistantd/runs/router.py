@@ -4,6 +4,8 @@ retrieve, update, cancel, submit tool outputs, and run steps."""
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -25,6 +27,7 @@ from assistantd.runs.schemas import (
 from assistantd.threads import service as threads
 from assistantd.threads.schemas import ThreadObject
 
+log = logging.getLogger("assistantd")
 router = APIRouter(tags=["runs"])
 
 SEARCH_CONTENT = "step_details.tool_calls[*].file_search.results[*].content"
@@ -43,6 +46,11 @@ def _stream(subscription: Subscription, opening: list[Event]) -> EventSourceResp
                 if event.final:
                     break
             yield {"event": "done", "data": "[DONE]"}
+        except Exception as exc:  # the run goes on; this stream tells its client why it stops
+            log.exception("run event stream failed")
+            error = {"code": "server_error", "message": f"The event stream failed: {exc!r}",
+                     "param": None, "type": "server_error"}
+            yield {"event": "error", "data": json.dumps(error)}
         finally:
             subscription.close()  # a client that goes away leaves the run running
 
@@ -79,7 +87,7 @@ async def create_run(thread_id: str, body: CreateRunRequest, request: Request,
                      tenant: str = Depends(require_tenant)):
     async with _writing(request, body.stream) as (session, subscribe, holder):
         thread = await threads.get(session, tenant, thread_id)
-        run = await service.create(session, tenant, thread, body)
+        run = await service.create(session, tenant, thread, body, request.app.state.settings.run_expiry_seconds)
         subscribe(run.id)
     run_obj = RunObject.from_row(run)
     if "sub" not in holder:
@@ -92,7 +100,8 @@ async def create_run(thread_id: str, body: CreateRunRequest, request: Request,
 async def create_thread_and_run(body: CreateThreadAndRunRequest, request: Request,
                                 tenant: str = Depends(require_tenant)):
     async with _writing(request, body.stream) as (session, subscribe, holder):
-        thread, run = await service.create_thread_and_run(session, tenant, body)
+        thread, run = await service.create_thread_and_run(
+            session, tenant, body, request.app.state.settings.run_expiry_seconds)
         subscribe(run.id)
     run_obj = RunObject.from_row(run)
     if "sub" not in holder:

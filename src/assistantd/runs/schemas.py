@@ -25,9 +25,6 @@ from assistantd.threads.schemas import CreateMessageRequest, CreateThreadRequest
 ACTIVE_STATUSES = ("queued", "in_progress", "requires_action", "cancelling")
 TERMINAL_STATUSES = ("cancelled", "failed", "completed", "incomplete", "expired")
 
-# Runs left waiting (queued or requires_action) longer than this expire, as OpenAI's did.
-RUN_EXPIRY_SECONDS = 600
-
 
 class TruncationStrategy(Lenient):
     type: Literal["auto", "last_messages"]

@@ -19,7 +19,6 @@ from assistantd.assistants import service as assistants
 from assistantd.db.models import Message, Run, RunStep, Thread
 from assistantd.runs.schemas import (
     ACTIVE_STATUSES,
-    RUN_EXPIRY_SECONDS,
     CreateRunRequest,
     CreateThreadAndRunRequest,
     SubmitToolOutputsRequest,
@@ -59,7 +58,7 @@ def _check_tool_choice(choice: Any, tools: list[dict[str, Any]]) -> None:
 
 
 async def create(session: AsyncSession, tenant: str, thread: Thread,
-                 body: CreateRunRequest | CreateThreadAndRunRequest) -> Run:
+                 body: CreateRunRequest | CreateThreadAndRunRequest, expiry_seconds: int) -> Run:
     assistant = await assistants.get(session, tenant, body.assistant_id)
     await require_no_active_run(session, thread.id, "create runs on")
     given = body.model_fields_set
@@ -84,7 +83,7 @@ async def create(session: AsyncSession, tenant: str, thread: Thread,
         status="queued",
         required_action=None,
         last_error=None,
-        expires_at=created + RUN_EXPIRY_SECONDS,
+        expires_at=created + expiry_seconds,
         started_at=None,
         cancelled_at=None,
         failed_at=None,
@@ -117,15 +116,15 @@ async def create(session: AsyncSession, tenant: str, thread: Thread,
     return run
 
 
-async def create_thread_and_run(session: AsyncSession, tenant: str,
-                                body: CreateThreadAndRunRequest) -> tuple[Thread, Run]:
+async def create_thread_and_run(session: AsyncSession, tenant: str, body: CreateThreadAndRunRequest,
+                                expiry_seconds: int) -> tuple[Thread, Run]:
     from assistantd.threads.schemas import CreateThreadRequest
 
     thread_body = body.thread or CreateThreadRequest()
     if body.tool_resources is not None and thread_body.tool_resources is None:
         thread_body = thread_body.model_copy(update={"tool_resources": body.tool_resources})
     thread = await threads.create(session, tenant, thread_body)
-    return thread, await create(session, tenant, thread, body)
+    return thread, await create(session, tenant, thread, body, expiry_seconds)
 
 
 async def list_page(session: AsyncSession, tenant: str, thread_id: str, page: PageParams):

@@ -1,0 +1,177 @@
+"""Benchmark: what assistantd adds on top of the upstream model (not a test).
+
+Starts the scripted fake upstream and an assistantd server (SQLite in a temp folder), then:
+
+1. time to first text delta, N concurrent streams: straight to the upstream
+   (``POST /chat/completions``, first content chunk) vs. through assistantd
+   (``POST /threads/{id}/runs`` with ``stream=true``, first ``thread.message.delta``);
+   prints p50/p99 of both and the difference;
+2. completed runs per second for non-streamed runs (create, then poll until completed) at a
+   given concurrency, vs. completions per second straight to the upstream.
+
+    python bench/stream_overhead.py [--concurrency 50] [--rounds 10] [--runs 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tests.support.server import ServerProcess, free_port  # noqa: E402
+
+ANSWER = "The answer is forty two, and here is why it is so."
+
+
+def pct(values: list[float], p: float) -> float:
+    values = sorted(values)
+    k = (len(values) - 1) * p
+    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
+    return values[lo] + (values[hi] - values[lo]) * (k - lo)
+
+
+def start_fake() -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "assistantd.testing.fake_upstream", "--port", str(port),
+                             "--no-record"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(300):
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+            break
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    return proc, f"http://127.0.0.1:{port}/v1"
+
+
+async def direct_ttft(http: httpx.AsyncClient, upstream: str) -> float:
+    body = {"model": "bench", "stream": True, "messages": [{"role": "user", "content": ANSWER}]}
+    start = time.perf_counter()
+    ttft = None
+    async with http.stream("POST", f"{upstream}/chat/completions", json=body) as response:
+        async for line in response.aiter_lines():
+            if ttft is None and line.startswith("data:") and '"content": "' in line and '"content": ""' not in line:
+                ttft = time.perf_counter() - start
+    return ttft
+
+
+async def assistantd_ttft(http: httpx.AsyncClient, base: str, thread_id: str, assistant_id: str) -> float:
+    start = time.perf_counter()
+    ttft = None
+    async with http.stream("POST", f"{base}/threads/{thread_id}/runs",
+                           json={"assistant_id": assistant_id, "stream": True}) as response:
+        async for line in response.aiter_lines():
+            if ttft is None and line.startswith("event: thread.message.delta"):
+                ttft = time.perf_counter() - start
+            if line.startswith("event: done"):
+                break
+    return ttft
+
+
+async def new_threads(http: httpx.AsyncClient, base: str, n: int) -> list[str]:
+    async def one() -> str:
+        r = await http.post(f"{base}/threads", json={"messages": [{"role": "user", "content": ANSWER}]})
+        return r.json()["id"]
+    out = []
+    for i in range(0, n, 50):
+        out += await asyncio.gather(*(one() for _ in range(min(50, n - i))))
+    return out
+
+
+async def ttft_phase(base: str, upstream: str, concurrency: int, rounds: int) -> tuple[list[float], list[float]]:
+    limits = httpx.Limits(max_connections=concurrency * 2, max_keepalive_connections=concurrency * 2)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as http:
+        assistant = (await http.post(f"{base}/assistants", json={"model": "gpt-4o", "instructions": "Answer."})).json()
+        direct, through = [], []
+        # Warm both paths (connections, caches) before measuring.
+        await asyncio.gather(*(direct_ttft(http, upstream) for _ in range(concurrency)))
+        warm = await new_threads(http, base, concurrency)
+        await asyncio.gather(*(assistantd_ttft(http, base, t, assistant["id"]) for t in warm))
+        for _ in range(rounds):
+            direct += await asyncio.gather(*(direct_ttft(http, upstream) for _ in range(concurrency)))
+            threads = await new_threads(http, base, concurrency)
+            through += await asyncio.gather(*(assistantd_ttft(http, base, t, assistant["id"]) for t in threads))
+    return direct, through
+
+
+async def throughput_phase(base: str, upstream: str, concurrency: int, total: int) -> tuple[float, float]:
+    limits = httpx.Limits(max_connections=concurrency * 2, max_keepalive_connections=concurrency * 2)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as http:
+        assistant = (await http.post(f"{base}/assistants", json={"model": "gpt-4o"})).json()
+        threads = await new_threads(http, base, total)
+        queue = list(threads)
+
+        async def worker() -> int:
+            done = 0
+            while queue:
+                thread_id = queue.pop()
+                run = (await http.post(f"{base}/threads/{thread_id}/runs",
+                                       json={"assistant_id": assistant["id"]})).json()
+                while run["status"] in ("queued", "in_progress"):
+                    await asyncio.sleep(0.02)
+                    run = (await http.get(f"{base}/threads/{thread_id}/runs/{run['id']}")).json()
+                done += run["status"] == "completed"
+            return done
+
+        start = time.perf_counter()
+        completed = sum(await asyncio.gather(*(worker() for _ in range(concurrency))))
+        runs_per_s = completed / (time.perf_counter() - start)
+
+        body = {"model": "bench", "stream": True, "messages": [{"role": "user", "content": ANSWER}]}
+
+        async def direct_worker(n: int) -> None:
+            for _ in range(n):
+                async with http.stream("POST", f"{upstream}/chat/completions", json=body) as response:
+                    async for _ in response.aiter_lines():
+                        pass
+
+        start = time.perf_counter()
+        await asyncio.gather(*(direct_worker(total // concurrency) for _ in range(concurrency)))
+        direct_per_s = (total // concurrency * concurrency) / (time.perf_counter() - start)
+    return runs_per_s, direct_per_s
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--runs", type=int, default=1000)
+    parser.add_argument("--database-url", default=None, help="default: SQLite in a temp folder")
+    args = parser.parse_args()
+
+    fake, upstream = start_fake()
+    data_dir = Path(tempfile.mkdtemp(prefix="assistantd-bench-"))
+    server = ServerProcess(data_dir, args.database_url, ASSISTANTD_UPSTREAM_BASE_URL=upstream,
+                           ASSISTANTD_LOG_LEVEL="warning")
+    try:
+        server.start()
+        direct, through = asyncio.run(ttft_phase(server.base_url, upstream, args.concurrency, args.rounds))
+        ms = lambda v: v * 1000  # noqa: E731
+        print(f"time to first text delta, {args.concurrency} concurrent streams, {len(through)} runs:")
+        print(f"  upstream direct   p50 {ms(pct(direct, .5)):7.2f} ms   p99 {ms(pct(direct, .99)):7.2f} ms")
+        print(f"  through assistantd p50 {ms(pct(through, .5)):7.2f} ms   p99 {ms(pct(through, .99)):7.2f} ms")
+        print(f"  added             p50 {ms(pct(through, .5) - pct(direct, .5)):7.2f} ms   "
+              f"p99 {ms(pct(through, .99) - pct(direct, .99)):7.2f} ms   "
+              f"(ratio p50 {pct(through, .5) / pct(direct, .5):.2f}x)")
+        runs_per_s, direct_per_s = asyncio.run(throughput_phase(server.base_url, upstream, args.concurrency, args.runs))
+        backend = "PostgreSQL" if args.database_url else "SQLite"
+        print(f"non-streamed runs, {args.runs} runs at concurrency {args.concurrency} ({backend}):")
+        print(f"  completed runs/s  {runs_per_s:8.1f}   upstream completions/s direct {direct_per_s:8.1f}   "
+              f"(ratio {runs_per_s / direct_per_s:.2f})")
+    finally:
+        server.stop()
+        fake.terminate()
+
+
+if __name__ == "__main__":
+    main()
