@@ -36,6 +36,7 @@ from assistantd.runs.events import Event, EventBus
 from assistantd.runs.schemas import RunObject, RunStepObject
 from assistantd.settings import Settings
 from assistantd.threads.schemas import MessageObject
+from assistantd.tools.partial_json import StreamingStringField
 from assistantd.tools.presentation import tool_type_of
 from assistantd.upstream.client import UpstreamClient, UpstreamError
 
@@ -363,16 +364,24 @@ class RunExecutor:
             if turn.tool_step is None:
                 await self._open_tool_step(ctx, turn)
             name = function.get("name") or ""
-            call = {"index": len(turn.calls), "id": ids.new_id("call_"), "name": name,
-                    "type": tool_type_of(name, ctx.run.tools), "arguments": ""}
+            kind = tool_type_of(name, ctx.run.tools)
+            call = {"index": len(turn.calls), "id": ids.new_id("call_"), "name": name, "type": kind,
+                    "arguments": "", "code": StreamingStringField("code") if kind == "code_interpreter" else None}
             turn.calls[upstream_index] = call
             self.emit_raw(ctx.run.id, "thread.run.step.delta", _step_delta(turn.tool_step.id, call, first=True))
         elif function.get("name"):
             call["name"] += function["name"]
         piece = function.get("arguments") or ""
-        if piece:
-            call["arguments"] += piece
+        if not piece:
+            return
+        call["arguments"] += piece
+        if call["type"] == "function":
             self.emit_raw(ctx.run.id, "thread.run.step.delta", _step_delta(turn.tool_step.id, call, piece=piece))
+        elif call["code"] is not None:
+            # The code, not its JSON wrapping, streams out as code_interpreter.input.
+            code = call["code"].feed(piece)
+            if code:
+                self.emit_raw(ctx.run.id, "thread.run.step.delta", _step_delta(turn.tool_step.id, call, piece=code))
 
     # --- boundaries (persist, then emit) --------------------------------------------------------
 
@@ -440,6 +449,10 @@ class RunExecutor:
                 details.append({"id": call["id"], "type": "function",
                                 "function": {"name": call["name"], "arguments": call["arguments"],
                                              "output": None}})
+            elif call["type"] == "code_interpreter":
+                details.append({"id": call["id"], "type": "code_interpreter",
+                                "code_interpreter": {"input": _argument(call["arguments"], "code"), "outputs": []},
+                                "_arguments": call["arguments"]})
             else:
                 details.append({"id": call["id"], "type": call["type"], call["type"]: {},
                                 "_arguments": call["arguments"]})
@@ -604,6 +617,15 @@ class RunExecutor:
             self.bus.publish(run_id, Event(name, json.dumps(payload, separators=(",", ":"))))
 
 
+def _argument(arguments: str, name: str) -> str:
+    """One string argument of a built-in tool call ('' when the model sent malformed JSON)."""
+    try:
+        value = json.loads(arguments or "{}").get(name, "")
+    except (ValueError, AttributeError):
+        return ""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
 def _step_delta(step_id: str, call: dict[str, Any], *, first: bool = False, piece: str = "") -> dict[str, Any]:
     kind = call["type"]
     entry: dict[str, Any] = {"index": call["index"], "type": kind}
@@ -613,7 +635,7 @@ def _step_delta(step_id: str, call: dict[str, Any], *, first: bool = False, piec
         entry["function"] = {"name": call["name"], "arguments": piece, "output": None} if first \
             else {"arguments": piece}
     elif kind == "code_interpreter":
-        entry["code_interpreter"] = {"input": "", "outputs": []} if first else {}
+        entry["code_interpreter"] = {"input": "", "outputs": []} if first else {"input": piece}
     else:
         entry[kind] = {}
     return {"id": step_id, "object": "thread.run.step.delta",
