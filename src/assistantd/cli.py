@@ -20,7 +20,8 @@ def main(argv: list[str] | None = None) -> None:
     settings = get_settings()
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream call is noise
+    for noisy in ("httpx", "alembic"):  # a line per upstream call / migration plugin is noise
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
     from assistantd.db.migrate import upgrade_to_head
 

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from assistantd import ids
@@ -166,7 +166,7 @@ class RunExecutor:
                 .where(Run.id == candidate.scalar_subquery(), Run.status == "queued")
                 .values(status="in_progress", worker=self.worker_id,
                         lease_until=time.time() + LEASE_SECONDS,
-                        started_at=ids.now())
+                        started_at=func.coalesce(Run.started_at, ids.now()))
                 .returning(Run)
             )
 
@@ -468,10 +468,12 @@ class RunExecutor:
                 if ctx.cancel_requested:
                     raise RunCancelled()
                 calls[i] = await self._run_builtin(ctx, turn, call)
+        functions = [c for c in calls if c["type"] == "function"]
+        if functions and ctx.cancel_requested:  # do not hand a cancelled run back to the client
+            raise RunCancelled()
         step = turn.tool_step
         step.step_details = {"type": "tool_calls", "tool_calls": calls}
         step.usage = turn.usage
-        functions = [c for c in calls if c["type"] == "function"]
         async with self.db.write() as session:
             if functions:
                 run.status = "requires_action"
