@@ -45,6 +45,7 @@ log = logging.getLogger("assistantd.executor")
 LEASE_SECONDS = 10.0  # a run whose executor stops renewing this is orphaned
 MAINTENANCE_INTERVAL = 3.0
 POLL_INTERVAL = 1.0
+CLAIM_BATCH = 32
 MAX_TURNS = 50  # model turns in one run before it is failed (a model stuck calling tools)
 
 
@@ -141,14 +142,15 @@ class RunExecutor:
             # Cleared before claiming, so a run queued while we claim is not missed.
             self._wake.clear()
             try:
-                while len(self._running) < self.max_concurrent:
-                    run = await self._claim()
-                    if run is None:
+                while (room := self.max_concurrent - len(self._running)) > 0:
+                    runs = await self._claim(min(room, CLAIM_BATCH))
+                    for run in runs:
+                        ctx = RunContext(run)
+                        task = asyncio.create_task(self._execute(ctx), name=f"run-{run.id}")
+                        self._running[run.id] = (task, ctx)
+                        task.add_done_callback(lambda _t, rid=run.id: self._running.pop(rid, None))
+                    if len(runs) < min(room, CLAIM_BATCH):
                         break
-                    ctx = RunContext(run)
-                    task = asyncio.create_task(self._execute(ctx), name=f"run-{run.id}")
-                    self._running[run.id] = (task, ctx)
-                    task.add_done_callback(lambda _t, rid=run.id: self._running.pop(rid, None))
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -156,19 +158,21 @@ class RunExecutor:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), POLL_INTERVAL)
 
-    async def _claim(self) -> Run | None:
-        candidate = select(Run.id).where(Run.status == "queued").order_by(Run.seq).limit(1)
+    async def _claim(self, limit: int) -> list[Run]:
+        """Take up to ``limit`` queued runs, oldest first, in one statement."""
+        candidates = select(Run.id).where(Run.status == "queued").order_by(Run.seq).limit(limit)
         if not self.db.is_sqlite:
-            candidate = candidate.with_for_update(skip_locked=True)
+            candidates = candidates.with_for_update(skip_locked=True)
         async with self.db.write() as session:
-            return await session.scalar(
+            result = await session.scalars(
                 update(Run)
-                .where(Run.id == candidate.scalar_subquery(), Run.status == "queued")
+                .where(Run.id.in_(candidates.scalar_subquery()), Run.status == "queued")
                 .values(status="in_progress", worker=self.worker_id,
                         lease_until=time.time() + LEASE_SECONDS,
                         started_at=func.coalesce(Run.started_at, ids.now()))
                 .returning(Run)
             )
+            return list(result)
 
     # --- maintenance: leases, orphans, expiry ---------------------------------------------------
 
