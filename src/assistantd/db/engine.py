@@ -54,7 +54,10 @@ def _inline_sqlite_engine(url: str) -> AsyncEngine:
     never waits on a lock here, and blocking the loop for one statement is cheaper than a hop.
     """
     sync_url = url.replace("sqlite+aiosqlite:", "sqlite:", 1)
-    sync_engine = create_engine(sync_url, connect_args={"check_same_thread": False, "timeout": 30})
+    # The pool must never make a checkout wait: a blocking wait here would stop the event loop
+    # (and so the session that would return the connection). Overflow is unbounded.
+    sync_engine = create_engine(sync_url, connect_args={"check_same_thread": False, "timeout": 30},
+                                pool_size=32, max_overflow=-1)
     sync_engine.dialect.is_async = True
     _configure_sqlite(sync_engine)
     return AsyncEngine(sync_engine)

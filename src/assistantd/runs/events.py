@@ -33,6 +33,13 @@ class Event:
     def final(self) -> bool:
         return self.name in FINAL_EVENTS
 
+    def frame(self) -> bytes:
+        """The SSE frame: ``event: <name>`` / ``data: <json>`` (the JSON holds no newline)."""
+        return b"event: " + self.name.encode() + b"\ndata: " + self.data.encode() + b"\n\n"
+
+
+DONE_FRAME = b"event: done\ndata: [DONE]\n\n"
+
 
 class Subscription:
     """One stream's view of a run's events; ``close()`` it when the stream ends."""

@@ -217,12 +217,14 @@ class RunExecutor:
             runs = (await session.scalars(
                 select(Run).where(Run.status.in_(("in_progress", "cancelling")), condition)
             )).all()
+            closed = {}
             for run in runs:
                 if run.status == "cancelling":
-                    await self._persist_cancelled(session, run)
+                    closed[run.id] = await self._persist_cancelled(session, run)
                 else:
-                    await self._persist_failed(session, run, "server_error", message)
+                    closed[run.id] = await self._persist_failed(session, run, "server_error", message)
         for run in runs:
+            self._emit_all(run.id, closed[run.id])
             self._emit_final(run)
 
     async def _expire_waiting(self) -> None:
@@ -231,10 +233,13 @@ class RunExecutor:
             runs = (await session.scalars(
                 select(Run).where(Run.status.in_(("queued", "requires_action")), Run.expires_at < now)
             )).all()
+            closed = {}
             for run in runs:
                 run.status, run.required_action = "expired", None
-                await self._close_open(session, run, step_status="expired", message_reason="run_expired")
+                closed[run.id] = await self._close_open(session, run, step_status="expired",
+                                                        message_reason="run_expired")
         for run in runs:
+            self._emit_all(run.id, closed[run.id])
             self._emit_final(run)
 
     # --- executing one run ----------------------------------------------------------------------
@@ -275,7 +280,8 @@ class RunExecutor:
         async with self.db.read() as session:
             try:
                 prompt = await prompts.build(session, self.files, run, self.upstream_model(run.model),
-                                             self.settings.context_windows, budget)
+                                             self.settings.context_windows, budget,
+                                             first_turn=run.usage is None)
             except prompts.PromptTooLong:
                 await self._finish_incomplete(ctx, Turn(), "max_prompt_tokens")
                 return False
@@ -538,58 +544,65 @@ class RunExecutor:
         run, now = ctx.run, ids.now()
         run.status, run.incomplete_details = "incomplete", {"reason": reason}
         self._add_usage(run, turn.usage)
+        cut_short = turn.message is not None and turn.message.status == "in_progress"
         async with self.db.write() as session:
-            if turn.message is not None and turn.message.status == "in_progress":
+            if cut_short:
                 self._finalize_message(turn, "incomplete", "max_tokens")
                 turn.message_step.status, turn.message_step.completed_at = "completed", now
                 turn.message_step.usage = turn.usage
                 session.add(turn.message)
                 session.add(turn.message_step)
-            await self._close_open(session, run, step_status="cancelled", message_reason="max_tokens")
+            closed = await self._close_open(session, run, step_status="cancelled", message_reason="max_tokens")
             await self._end_run(session, run)
-        if turn.message is not None:
+        if cut_short:
             self.emit(run.id, "thread.message.incomplete", MessageObject.from_row(turn.message))
             self.emit(run.id, "thread.run.step.completed", RunStepObject.from_row(turn.message_step))
+        self._emit_all(run.id, closed)
         self._emit_final(run)
 
     async def _finish_failed(self, ctx: RunContext, code: str, message: str) -> None:
         run = ctx.run
         async with self.db.write() as session:
-            if ctx.turn is not None:
-                await self._persist_partial(session, ctx.turn, "run_failed")
-            await self._persist_failed(session, run, code, message)
+            closed = await self._persist_partial(session, ctx.turn, "run_failed")
+            closed += await self._persist_failed(session, run, code, message)
+        self._emit_all(run.id, closed)
         self._emit_final(run)
 
     async def _finish_cancelled(self, ctx: RunContext) -> None:
         run = ctx.run
         async with self.db.write() as session:
-            if ctx.turn is not None:
-                await self._persist_partial(session, ctx.turn, "run_cancelled")
-            await self._persist_cancelled(session, run)
+            closed = await self._persist_partial(session, ctx.turn, "run_cancelled")
+            closed += await self._persist_cancelled(session, run)
+        self._emit_all(run.id, closed)
         self._emit_final(run)
 
-    async def _persist_partial(self, session: AsyncSession, turn: Turn, reason: str) -> None:
+    async def _persist_partial(self, session: AsyncSession, turn: Turn | None, reason: str) -> list[Event]:
         """Keep what the model had said when the run ended early: an incomplete message."""
-        if turn.message is not None and turn.message.status == "in_progress":
-            self._finalize_message(turn, "incomplete", reason)
-            session.add(turn.message)
+        if turn is None or turn.message is None or turn.message.status != "in_progress":
+            return []
+        self._finalize_message(turn, "incomplete", reason)
+        session.add(turn.message)
+        return [Event.of("thread.message.incomplete", MessageObject.from_row(turn.message))]
 
-    async def _persist_failed(self, session: AsyncSession, run: Run, code: str, message: str) -> None:
+    async def _persist_failed(self, session: AsyncSession, run: Run, code: str, message: str) -> list[Event]:
         run.status, run.failed_at = "failed", ids.now()
         run.last_error = {"code": code, "message": message}
         run.required_action = None
-        await self._close_open(session, run, step_status="failed", message_reason="run_failed",
-                               last_error=run.last_error)
+        closed = await self._close_open(session, run, step_status="failed", message_reason="run_failed",
+                                        last_error=run.last_error)
         await self._end_run(session, run)
+        return closed
 
-    async def _persist_cancelled(self, session: AsyncSession, run: Run) -> None:
+    async def _persist_cancelled(self, session: AsyncSession, run: Run) -> list[Event]:
         run.status, run.cancelled_at, run.required_action = "cancelled", ids.now(), None
-        await self._close_open(session, run, step_status="cancelled", message_reason="run_cancelled")
+        closed = await self._close_open(session, run, step_status="cancelled", message_reason="run_cancelled")
         await self._end_run(session, run)
+        return closed
 
     async def _close_open(self, session: AsyncSession, run: Run, step_status: str, message_reason: str,
-                          last_error: dict[str, Any] | None = None) -> None:
-        """End the run's steps and messages still in progress along with the run."""
+                          last_error: dict[str, Any] | None = None) -> list[Event]:
+        """End the run's steps and messages still in progress along with the run; return the
+        events that say so, to emit once this is committed (a stream sees them end)."""
         now = ids.now()
         stamp = {"failed": "failed_at", "cancelled": "cancelled_at", "expired": "expired_at"}[step_status]
         values: dict[str, Any] = {"status": step_status, stamp: now}
@@ -597,17 +610,28 @@ class RunExecutor:
             code = (last_error or {}).get("code")
             values["last_error"] = {"code": code if code in ("server_error", "rate_limit_exceeded") else "server_error",
                                     "message": (last_error or {}).get("message", "")}
-        await session.execute(update(RunStep).where(RunStep.run_id == run.id, RunStep.status == "in_progress")
-                              .values(**values))
-        await session.execute(update(Message).where(Message.run_id == run.id, Message.status == "in_progress")
-                              .values(status="incomplete", incomplete_at=now,
-                                      incomplete_details={"reason": message_reason}))
+        messages = (await session.scalars(
+            update(Message).where(Message.run_id == run.id, Message.status == "in_progress")
+            .values(status="incomplete", incomplete_at=now, incomplete_details={"reason": message_reason})
+            .returning(Message)
+        )).all()
+        steps = (await session.scalars(
+            update(RunStep).where(RunStep.run_id == run.id, RunStep.status == "in_progress")
+            .values(**values).returning(RunStep)
+        )).all()
+        return ([Event.of("thread.message.incomplete", MessageObject.from_row(m)) for m in messages]
+                + [Event.of(f"thread.run.step.{step_status}", RunStepObject.from_row(s)) for s in steps])
 
     async def _end_run(self, session: AsyncSession, run: Run) -> None:
         run.worker, run.lease_until = None, None
         if run.status in ("completed", "failed", "cancelled", "expired", "incomplete"):
             run.required_action = None
         session.add(run)
+
+    def _emit_all(self, run_id: str, events: list[Event]) -> None:
+        if self.bus.watched(run_id):
+            for event in events:
+                self.bus.publish(run_id, event)
 
     def _emit_final(self, run: Run) -> None:
         self.emit(run.id, f"thread.run.{run.status}", RunObject.from_row(run))

@@ -131,9 +131,10 @@ def _output_of(call: dict[str, Any]) -> str:
 
 
 async def build(session: AsyncSession, files: FileStore, run: Run, upstream_model: str,
-                windows: dict[str, int], completion_budget: int | None) -> Prompt:
+                windows: dict[str, int], completion_budget: int | None, first_turn: bool) -> Prompt:
     system = {"role": "system", "content": run.instructions}
-    in_run = await _run_messages(session, run)
+    # A run's first turn has no steps of its own yet (usage is recorded at every turn's end).
+    in_run = [] if first_turn else await _run_messages(session, run)
     fixed = tokens.count(run.instructions) + tokens.MESSAGE_OVERHEAD + sum(
         tokens.count(m.get("content") or json.dumps(m.get("tool_calls"))) + tokens.MESSAGE_OVERHEAD for m in in_run
     )

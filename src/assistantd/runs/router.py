@@ -15,7 +15,7 @@ from assistantd.api.auth import require_tenant
 from assistantd.api.pagination import PageParams, page_params
 from assistantd.api.types import ListResponse
 from assistantd.runs import service
-from assistantd.runs.events import Event, Subscription
+from assistantd.runs.events import DONE_FRAME, Event, Subscription
 from assistantd.runs.schemas import (
     CreateRunRequest,
     CreateThreadAndRunRequest,
@@ -34,27 +34,33 @@ SEARCH_CONTENT = "step_details.tool_calls[*].file_search.results[*].content"
 
 
 def _stream(subscription: Subscription, opening: list[Event]) -> EventSourceResponse:
-    """SSE: the events the handler persisted, then whatever the executor emits, then ``done``."""
+    """SSE: the events the handler persisted, then whatever the executor emits, then ``done``.
 
-    async def events() -> AsyncIterator[dict]:
+    Events already waiting are sent together in one write (a step and its message open with four
+    events at once), which saves a trip through the ASGI stack and a syscall per event.
+    """
+
+    async def frames() -> AsyncIterator[bytes]:
         try:
-            for event in opening:
-                yield {"event": event.name, "data": event.data}
+            yield b"".join(event.frame() for event in opening)
+            queue = subscription.queue
             while True:
-                event = await subscription.queue.get()
-                yield {"event": event.name, "data": event.data}
-                if event.final:
+                batch = [await queue.get()]
+                while not batch[-1].final and not queue.empty():
+                    batch.append(queue.get_nowait())
+                final = batch[-1].final
+                yield b"".join(event.frame() for event in batch) + (DONE_FRAME if final else b"")
+                if final:
                     break
-            yield {"event": "done", "data": "[DONE]"}
         except Exception as exc:  # the run goes on; this stream tells its client why it stops
             log.exception("run event stream failed")
             error = {"code": "server_error", "message": f"The event stream failed: {exc!r}",
                      "param": None, "type": "server_error"}
-            yield {"event": "error", "data": json.dumps(error)}
+            yield Event("error", json.dumps(error)).frame()
         finally:
             subscription.close()  # a client that goes away leaves the run running
 
-    return EventSourceResponse(events(), ping=15, sep="\n")
+    return EventSourceResponse(frames(), ping=15, sep="\n")
 
 
 @contextlib.asynccontextmanager

@@ -35,6 +35,9 @@ async def get(session: AsyncSession, tenant: str, thread_id: str, run_id: str) -
 
 
 async def require_no_active_run(session: AsyncSession, thread_id: str, action: str) -> None:
+    # Lock the thread row (PostgreSQL; SQLite has one writer) so that racing run creations and
+    # message additions on one thread take turns: otherwise each sees no active run and two start.
+    await session.execute(select(Thread.id).where(Thread.id == thread_id).with_for_update())
     active = await session.scalar(
         select(Run.id).where(Run.thread_id == thread_id, Run.status.in_(ACTIVE_STATUSES)).limit(1)
     )

@@ -14,6 +14,9 @@ from typing import Any
 import httpx
 
 
+CONNECT_RETRIES = 2
+
+
 class UpstreamError(Exception):
     """The upstream failed; ``code`` is the run's ``last_error.code``."""
 
@@ -37,8 +40,25 @@ class UpstreamClient:
         await self._http.aclose()
 
     async def stream_chat(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        """Yield the chunks of one streamed completion; raise :class:`UpstreamError` on failure."""
+        """Yield the chunks of one streamed completion; raise :class:`UpstreamError` on failure.
+
+        A connection that fails before the answer starts (typically a pooled keep-alive
+        connection the upstream had just closed) is retried; once a chunk has been relayed,
+        a failure ends the run, since the client has already seen part of the answer.
+        """
         body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+        started = False
+        for attempt in range(CONNECT_RETRIES + 1):
+            try:
+                async for chunk in self._stream_once(body):
+                    started = True
+                    yield chunk
+                return
+            except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as exc:
+                if started or attempt == CONNECT_RETRIES:
+                    raise UpstreamError("server_error", f"Could not reach the model: {exc!r}") from exc
+
+    async def _stream_once(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         try:
             async with self._http.stream("POST", "/chat/completions", json=body) as response:
                 if response.status_code >= 400:
@@ -54,6 +74,8 @@ class UpstreamClient:
                     if isinstance(chunk, dict) and "error" in chunk:
                         raise UpstreamError("server_error", _message(chunk))
                     yield chunk
+        except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError):
+            raise
         except httpx.TimeoutException as exc:
             raise UpstreamError("server_error", f"The model did not answer in time ({type(exc).__name__}).") from exc
         except httpx.HTTPError as exc:
