@@ -25,6 +25,7 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from assistantd import ids
 from assistantd.db import Database
@@ -205,12 +206,39 @@ class RunExecutor:
 
     async def recover(self, startup: bool) -> None:
         """End runs whose executor is gone. On SQLite (one process) every run in progress at
-        start-up is such a run; elsewhere a run is orphaned when its lease has lapsed."""
+        start-up is such a run; elsewhere a run is orphaned when its lease has lapsed, or at
+        start-up when it was held by a process of this host that no longer exists."""
         if startup and self.db.is_sqlite:
             orphaned = Run.worker.is_not(None)
         else:
             orphaned = (Run.lease_until < time.time()) & (Run.worker != self.worker_id)
+            if startup:
+                async with self.db.read() as session:
+                    workers = set((await session.scalars(
+                        select(Run.worker).where(Run.status.in_(("in_progress", "cancelling")))
+                    )).all())
+                dead = [w for w in workers if w and self._is_dead_local_worker(w)]
+                if dead:
+                    orphaned = orphaned | Run.worker.in_(dead)
         await self._fail_orphans(orphaned, "The run was interrupted: the server executing it stopped.")
+
+    def _is_dead_local_worker(self, worker: str) -> bool:
+        """A worker id is ``host:pid:token``. On this host, a pid that is gone — or that is this
+        very process under another token (a restarted container is pid 1 again) — is dead."""
+        host, _, rest = worker.partition(":")
+        pid_text, _, token = rest.partition(":")
+        if host != socket.gethostname() or not pid_text.isdigit():
+            return False
+        pid = int(pid_text)
+        if pid == os.getpid():
+            return worker != self.worker_id
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
 
     async def _fail_orphans(self, condition, message: str) -> None:
         async with self.db.write() as session:
@@ -484,20 +512,30 @@ class RunExecutor:
         step = turn.tool_step
         step.step_details = {"type": "tool_calls", "tool_calls": calls}
         step.usage = turn.usage
+        self._add_usage(run, turn.usage)
         async with self.db.write() as session:
             if functions:
-                run.status = "requires_action"
-                run.required_action = {"type": "submit_tool_outputs", "submit_tool_outputs": {"tool_calls": [
+                required = {"type": "submit_tool_outputs", "submit_tool_outputs": {"tool_calls": [
                     {"id": c["id"], "type": "function",
                      "function": {"name": c["function"]["name"], "arguments": c["function"]["arguments"]}}
                     for c in functions
                 ]}}
-                run.expires_at = ids.now() + self.settings.run_expiry_seconds
-                run.worker, run.lease_until = None, None
+                values = {"status": "requires_action", "required_action": required, "usage": run.usage,
+                          "expires_at": ids.now() + self.settings.run_expiry_seconds,
+                          "worker": None, "lease_until": None}
+                # Only a run still in progress waits for outputs: a cancel that came in meanwhile
+                # (status 'cancelling', maybe from another process) must not be overwritten.
+                moved = await session.execute(
+                    update(Run).where(Run.id == run.id, Run.status == "in_progress").values(**values)
+                )
+                if not moved.rowcount:
+                    raise RunCancelled()
+                session.add(step)
+                for key, value in values.items():
+                    set_committed_value(run, key, value)
             else:
                 step.status, step.completed_at = "completed", ids.now()
-            self._add_usage(run, turn.usage)
-            session.add_all([step, run])
+                session.add_all([step, run])
         if functions:
             self.emit(run.id, "thread.run.requires_action", RunObject.from_row(run))
             return False

@@ -163,7 +163,8 @@ async def submit_tool_outputs(thread_id: str, run_id: str, body: SubmitToolOutpu
                               tenant: str = Depends(require_tenant)):
     async with _writing(request, body.stream) as (session, subscribe, holder):
         run = await service.get(session, tenant, thread_id, run_id)
-        step = await service.submit_tool_outputs(session, run, body)
+        step = await service.submit_tool_outputs(session, run, body,
+                                                  request.app.state.settings.run_expiry_seconds)
         subscribe(run.id)
     run_obj = RunObject.from_row(run)
     if "sub" not in holder:

@@ -165,10 +165,13 @@ async def cancel(session: AsyncSession, run: Run) -> bool:
     raise invalid(f"Cannot cancel run with status '{run.status}'.")
 
 
-async def submit_tool_outputs(session: AsyncSession, run: Run, body: SubmitToolOutputsRequest) -> RunStep:
+async def submit_tool_outputs(session: AsyncSession, run: Run, body: SubmitToolOutputsRequest,
+                              expiry_seconds: int) -> RunStep:
     """Record the outputs on the waiting step and queue the run again."""
     if run.status != "requires_action" or not run.required_action:
         raise invalid(f"Runs in status \"{run.status}\" do not accept tool outputs.")
+    if run.expires_at is not None and ids.now() >= run.expires_at:
+        raise invalid("This run has expired and no longer accepts tool outputs.")
     pending = [c["id"] for c in run.required_action["submit_tool_outputs"]["tool_calls"]]
     outputs: dict[str, str] = {}
     for i, item in enumerate(body.tool_outputs):
@@ -202,7 +205,7 @@ async def submit_tool_outputs(session: AsyncSession, run: Run, body: SubmitToolO
     step.status, step.completed_at = "completed", now
     result = await session.execute(
         update(Run).where(Run.id == run.id, Run.status == "requires_action")
-        .values(status="queued", required_action=None)
+        .values(status="queued", required_action=None, expires_at=now + expiry_seconds)
     )
     if not result.rowcount:
         raise invalid("The run is no longer waiting for tool outputs.")
