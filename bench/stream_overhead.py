@@ -9,16 +9,13 @@ Starts the scripted fake upstream and an assistantd server (SQLite in a temp fol
 2. completed runs per second for non-streamed runs (create, then poll until completed) at a
    given concurrency, vs. completions per second straight to the upstream.
 
-    python bench/stream_overhead.py [--concurrency 50] [--rounds 10] [--runs 1000]
+    python bench/stream_overhead.py [--concurrency 1,50] [--rounds 10] [--runs 1000]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -152,7 +149,9 @@ async def throughput_phase(base: str, upstream: str, concurrency: int, total: in
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--concurrency", default="1,50",
+                        help="comma-separated stream concurrencies for the first-delta figures; the last "
+                             "one is used for the runs/s figure")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--database-url", default=None, help="default: SQLite in a temp folder")
@@ -164,14 +163,18 @@ def main() -> None:
                            ASSISTANTD_LOG_LEVEL="warning")
     try:
         server.start()
-        direct, through = asyncio.run(ttft_phase(server.base_url, upstream, args.concurrency, args.rounds))
+        levels = [int(c) for c in str(args.concurrency).split(",")]
         ms = lambda v: v * 1000  # noqa: E731
-        print(f"time to first text delta, {args.concurrency} concurrent streams, {len(through)} runs:")
-        print(f"  upstream direct   p50 {ms(pct(direct, .5)):7.2f} ms   p99 {ms(pct(direct, .99)):7.2f} ms")
-        print(f"  through assistantd p50 {ms(pct(through, .5)):7.2f} ms   p99 {ms(pct(through, .99)):7.2f} ms")
-        print(f"  added             p50 {ms(pct(through, .5) - pct(direct, .5)):7.2f} ms   "
-              f"p99 {ms(pct(through, .99) - pct(direct, .99)):7.2f} ms   "
-              f"(ratio p50 {pct(through, .5) / pct(direct, .5):.2f}x)")
+        for level in levels:
+            rounds = max(args.rounds, 100 // level)  # at least 100 samples per level
+            direct, through = asyncio.run(ttft_phase(server.base_url, upstream, level, rounds))
+            print(f"time to first text delta, {level} concurrent stream(s), {len(through)} runs:")
+            print(f"  upstream direct    p50 {ms(pct(direct, .5)):7.2f} ms   p99 {ms(pct(direct, .99)):7.2f} ms")
+            print(f"  through assistantd p50 {ms(pct(through, .5)):7.2f} ms   p99 {ms(pct(through, .99)):7.2f} ms")
+            print(f"  added              p50 {ms(pct(through, .5) - pct(direct, .5)):7.2f} ms   "
+                  f"p99 {ms(pct(through, .99) - pct(direct, .99)):7.2f} ms   "
+                  f"(ratio p50 {pct(through, .5) / pct(direct, .5):.2f}x)")
+        args.concurrency = levels[-1]
         runs_per_s, direct_per_s = asyncio.run(throughput_phase(server.base_url, upstream, args.concurrency, args.runs))
         backend = "PostgreSQL" if args.database_url else "SQLite"
         print(f"non-streamed runs, {args.runs} runs at concurrency {args.concurrency} ({backend}):")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import shutil
 from pathlib import Path
 from typing import Iterator
 
@@ -125,7 +124,8 @@ def spawn(databases, fake_upstream) -> Iterator:
 
     def _spawn(name: str, **env: str) -> ServerProcess:
         data_dir, url = databases.new(name)
-        env = {"ASSISTANTD_UPSTREAM_BASE_URL": fake_upstream.base_url, **env}
+        # No warm sandboxes unless a test asks: dozens of test servers would each start two.
+        env = {"ASSISTANTD_UPSTREAM_BASE_URL": fake_upstream.base_url, "ASSISTANTD_SANDBOX_WARM_POOL": "0", **env}
         server = ServerProcess(data_dir, url, **env)
         servers.append(server)
         return server.start()

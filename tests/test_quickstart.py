@@ -23,7 +23,11 @@ def test_quickstart_runs_verbatim(server, client):
     # code as it streams), then answers with what the tool returned.
     assert "assistant > code_interpreter" in out
     assert "x = (14 - 11) / 3" in out
-    assert "assistant > The tool returned:" in out
+    # The code really ran in the Docker sandbox: the handler printed its output, and the model
+    # was told what it printed.
+    assert "output >" in out
+    assert "\n1.0\n" in out
+    assert "assistant > The tool returned: 1.0" in out
     # The run the quickstart streamed ended completed, and its answer is the thread's last message.
     threads_runs = [line for line in out.splitlines() if line.startswith("assistant > The tool returned:")]
     assert len(threads_runs) == 1

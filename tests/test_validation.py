@@ -6,7 +6,7 @@ from __future__ import annotations
 import openai
 import pytest
 
-from tests.conftest import make_client, make_http
+from tests.conftest import make_http
 from tests.test_threads_messages import count_rows
 
 

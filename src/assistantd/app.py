@@ -19,6 +19,7 @@ from assistantd.files.router import sweep_expired
 from assistantd.files.storage import FileStore
 from assistantd.settings import Settings, get_settings
 from assistantd.runs import tokens
+from assistantd.sandbox.pool import SandboxPool
 from assistantd.runs.events import EventBus
 from assistantd.runs.executor import RunExecutor
 from assistantd.runs.router import router as runs_router
@@ -28,6 +29,7 @@ from assistantd.upstream.client import UpstreamClient
 log = logging.getLogger("assistantd")
 
 SWEEP_INTERVAL_SECONDS = 60.0
+SANDBOX_REAP_SECONDS = 30.0
 
 
 async def _supervise(name: str, interval: float, job, *args) -> None:
@@ -61,9 +63,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             connect_timeout=settings.upstream_connect_timeout, read_timeout=settings.upstream_read_timeout,
         )
         await to_thread.run_sync(tokens.warm_up)
-        app.state.executor = RunExecutor(app.state.db, app.state.bus, app.state.upstream, app.state.files, settings)
+        app.state.sandboxes = SandboxPool(settings)
+        await app.state.sandboxes.start()
+        app.state.executor = RunExecutor(app.state.db, app.state.bus, app.state.upstream, app.state.files,
+                                         settings, app.state.sandboxes)
         await app.state.executor.start()
-        tasks = [asyncio.create_task(_supervise("file expiry", SWEEP_INTERVAL_SECONDS, sweep_expired, app.state))]
+        tasks = [
+            asyncio.create_task(_supervise("file expiry", SWEEP_INTERVAL_SECONDS, sweep_expired, app.state)),
+            asyncio.create_task(_supervise("sandbox reaping", SANDBOX_REAP_SECONDS, app.state.sandboxes.reap_idle)),
+        ]
         try:
             yield
         finally:
@@ -71,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await app.state.executor.stop()
+            await app.state.sandboxes.close()
             await app.state.upstream.aclose()
             await app.state.db.dispose()
 

@@ -15,7 +15,18 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     sub.add_parser("migrate", help="apply the database migrations and exit")
+    sandbox = sub.add_parser("sandbox", help="the code-interpreter sandbox image")
+    sandbox.add_argument("action", choices=["build"], help="build the image (offline: debootstrap + docker import)")
+    sandbox.add_argument("--force", action="store_true", help="rebuild even when up to date")
     args = parser.parse_args(argv)
+
+    if args.command == "sandbox":
+        import subprocess
+
+        from assistantd.db.migrate import ROOT
+
+        script = ROOT / "docker" / "sandbox" / "build-offline.sh"
+        raise SystemExit(subprocess.call(["bash", str(script), *(["--force"] if args.force else [])]))
 
     settings = get_settings()
     logging.basicConfig(level=settings.log_level.upper(),

@@ -28,6 +28,15 @@ class Settings(BaseSettings):
     model_map_raw: str = Field(default="", validation_alias="ASSISTANTD_MODEL_MAP")
     embeddings: str = "local"
     sandbox_image: str = "assistantd-sandbox:latest"
+    # Code interpreter sandboxes (one per thread): limits and pool.
+    sandbox_memory: str = "512m"
+    sandbox_cpus: float = 1.0
+    sandbox_pids: int = 128
+    sandbox_tmp_size: str = "64m"
+    sandbox_data_size: str = "256m"
+    sandbox_exec_timeout: float = 60.0
+    sandbox_warm_pool: int = 2
+    sandbox_idle_seconds: int = 3600
 
     # Limits (the OpenAI API's own where it has one).
     max_upload_bytes: int = 512 * 1024 * 1024

@@ -15,12 +15,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import logging
 import os
 import secrets
 import socket
 import time
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -37,6 +39,8 @@ from assistantd.runs.events import Event, EventBus
 from assistantd.runs.schemas import RunObject, RunStepObject
 from assistantd.settings import Settings
 from assistantd.threads.schemas import MessageObject
+from assistantd.sandbox.pool import SandboxPool
+from assistantd.tools import code_interpreter
 from assistantd.tools.partial_json import StreamingStringField
 from assistantd.tools.presentation import tool_type_of
 from assistantd.upstream.client import UpstreamClient, UpstreamError
@@ -64,6 +68,7 @@ class Turn:
 
     message: Message | None = None
     message_step: RunStep | None = None
+    images: list[str] = field(default_factory=list)  # image_file parts that open the message
     text: list[str] = field(default_factory=list)
     tool_step: RunStep | None = None
     calls: dict[int, dict[str, Any]] = field(default_factory=dict)  # upstream index → call
@@ -77,6 +82,8 @@ class RunContext:
     turn: Turn | None = None
     queue: asyncio.Queue | None = None
     cancel_requested: bool = False
+    images: list[str] = field(default_factory=list)  # files the tools made, not yet in a message
+    sandbox_files: dict[str, str] = field(default_factory=dict)  # /mnt/data path → file id
     prompt_tokens: int = 0  # used by the run so far, across its turns
     completion_tokens: int = 0
 
@@ -92,14 +99,15 @@ class RunCancelled(Exception):
 
 class RunExecutor:
     def __init__(self, db: Database, bus: EventBus, upstream: UpstreamClient, files: FileStore,
-                 settings: Settings) -> None:
+                 settings: Settings, sandboxes: SandboxPool) -> None:
         self.db, self.bus, self.upstream, self.files, self.settings = db, bus, upstream, files, settings
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.max_concurrent = settings.max_concurrent_runs
         self._wake = asyncio.Event()
         self._running: dict[str, tuple[asyncio.Task, RunContext]] = {}
         self._background: list[asyncio.Task] = []
-        self.tool_runners: dict[str, Any] = {}
+        self.sandboxes = sandboxes
+        self.tool_runners: dict[str, Callable] = {"code_interpreter": code_interpreter.run}
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -274,7 +282,7 @@ class RunExecutor:
 
     async def _execute(self, ctx: RunContext) -> None:
         run = ctx.run
-        self.emit(run.id, "thread.run.in_progress", RunObject.from_row(run))
+        self.emit(run.id, "thread.run.in_progress", RunObject.from_row, run)
         try:
             for _ in range(MAX_TURNS):
                 if ctx.cancel_requested:
@@ -386,7 +394,7 @@ class RunExecutor:
                 turn.text.append(content)
                 self.emit_raw(ctx.run.id, "thread.message.delta", {
                     "id": turn.message.id, "object": "thread.message.delta",
-                    "delta": {"content": [{"index": 0, "type": "text",
+                    "delta": {"content": [{"index": len(turn.images), "type": "text",
                                            "text": {"value": content, "annotations": []}}]},
                 })
             for call_delta in delta.get("tool_calls") or ():
@@ -431,20 +439,20 @@ class RunExecutor:
 
     async def _open_message(self, ctx: RunContext, turn: Turn) -> None:
         run = ctx.run
+        # Images the run's tools made since its last message open this one.
+        turn.images, ctx.images = ctx.images, []
         message = Message(id=ids.new_id("msg_"), tenant=run.tenant, created_at=ids.now(),
                           thread_id=run.thread_id, status="in_progress", incomplete_details=None,
-                          completed_at=None, incomplete_at=None, role="assistant", content=[],
+                          completed_at=None, incomplete_at=None, role="assistant",
+                          content=_image_parts(turn.images),
                           assistant_id=run.assistant_id, run_id=run.id, attachments=[], metadata_={})
         step = self._new_step(run, "message_creation",
                               {"type": "message_creation", "message_creation": {"message_id": message.id}})
         async with self.db.write() as session:
             session.add_all([message, step])
         turn.message, turn.message_step = message, step
-        step_obj, message_obj = RunStepObject.from_row(step), MessageObject.from_row(message)
-        self.emit(run.id, "thread.run.step.created", step_obj)
-        self.emit(run.id, "thread.run.step.in_progress", step_obj)
-        self.emit(run.id, "thread.message.created", message_obj)
-        self.emit(run.id, "thread.message.in_progress", message_obj)
+        self.emit(run.id, ("thread.run.step.created", "thread.run.step.in_progress"), RunStepObject.from_row, step)
+        self.emit(run.id, ("thread.message.created", "thread.message.in_progress"), MessageObject.from_row, message)
 
     async def _open_tool_step(self, ctx: RunContext, turn: Turn) -> None:
         step = self._new_step(ctx.run, "tool_calls", {"type": "tool_calls", "tool_calls": []})
@@ -453,14 +461,17 @@ class RunExecutor:
         async with self.db.write() as session:
             session.add(step)
         turn.tool_step = step
-        step_obj = RunStepObject.from_row(step)
-        self.emit(ctx.run.id, "thread.run.step.created", step_obj)
-        self.emit(ctx.run.id, "thread.run.step.in_progress", step_obj)
+        self.emit(ctx.run.id, ("thread.run.step.created", "thread.run.step.in_progress"),
+                  RunStepObject.from_row, step)
 
-    def _finalize_message(self, turn: Turn, status: str, reason: str | None = None) -> None:
+    def _finalize_message(self, ctx: RunContext, turn: Turn, status: str, reason: str | None = None) -> None:
         message, now = turn.message, ids.now()
         text = "".join(turn.text)
-        message.content = [{"type": "text", "text": {"value": text, "annotations": []}}] if text else []
+        content = _image_parts(turn.images)
+        if text:
+            content.append({"type": "text", "text": {"value": text,
+                                                     "annotations": annotations(text, ctx.sandbox_files)}})
+        message.content = content
         message.status = status
         if status == "completed":
             message.completed_at = now
@@ -471,14 +482,14 @@ class RunExecutor:
         """Persist the turn's message (if one is open and not yet closed) and its step."""
         if turn.message is None or turn.message.status != "in_progress":
             return
-        self._finalize_message(turn, status)
+        self._finalize_message(ctx, turn, status)
         step = turn.message_step
         step.status, step.completed_at = "completed", ids.now()
         async with self.db.write() as session:
             session.add(turn.message)
             session.add(step)
-        self.emit(ctx.run.id, "thread.message.completed", MessageObject.from_row(turn.message))
-        self.emit(ctx.run.id, "thread.run.step.completed", RunStepObject.from_row(step))
+        self.emit(ctx.run.id, "thread.message.completed", MessageObject.from_row, turn.message)
+        self.emit(ctx.run.id, "thread.run.step.completed", RunStepObject.from_row, step)
 
     def _tool_calls_details(self, turn: Turn) -> list[dict[str, Any]]:
         details = []
@@ -490,10 +501,10 @@ class RunExecutor:
             elif call["type"] == "code_interpreter":
                 details.append({"id": call["id"], "type": "code_interpreter",
                                 "code_interpreter": {"input": _argument(call["arguments"], "code"), "outputs": []},
-                                "_arguments": call["arguments"]})
+                                "_arguments": call["arguments"], "_index": call["index"]})
             else:
                 details.append({"id": call["id"], "type": call["type"], call["type"]: {},
-                                "_arguments": call["arguments"]})
+                                "_arguments": call["arguments"], "_index": call["index"]})
         return details
 
     async def _after_tool_calls(self, ctx: RunContext, turn: Turn) -> bool:
@@ -537,9 +548,9 @@ class RunExecutor:
                 step.status, step.completed_at = "completed", ids.now()
                 session.add_all([step, run])
         if functions:
-            self.emit(run.id, "thread.run.requires_action", RunObject.from_row(run))
+            self.emit(run.id, "thread.run.requires_action", RunObject.from_row, run)
             return False
-        self.emit(run.id, "thread.run.step.completed", RunStepObject.from_row(step))
+        self.emit(run.id, "thread.run.step.completed", RunStepObject.from_row, step)
         return True
 
     async def _run_builtin(self, ctx: RunContext, turn: Turn, call: dict[str, Any]) -> dict[str, Any]:
@@ -563,7 +574,7 @@ class RunExecutor:
     async def _finish_completed(self, ctx: RunContext, turn: Turn) -> None:
         run, now = ctx.run, ids.now()
         if turn.message is not None:
-            self._finalize_message(turn, "completed")
+            self._finalize_message(ctx, turn, "completed")
             turn.message_step.status, turn.message_step.completed_at = "completed", now
             turn.message_step.usage = turn.usage
         run.status, run.completed_at = "completed", now
@@ -574,8 +585,8 @@ class RunExecutor:
                 session.add(turn.message_step)
             await self._end_run(session, run)
         if turn.message is not None:
-            self.emit(run.id, "thread.message.completed", MessageObject.from_row(turn.message))
-            self.emit(run.id, "thread.run.step.completed", RunStepObject.from_row(turn.message_step))
+            self.emit(run.id, "thread.message.completed", MessageObject.from_row, turn.message)
+            self.emit(run.id, "thread.run.step.completed", RunStepObject.from_row, turn.message_step)
         self._emit_final(run)
 
     async def _finish_incomplete(self, ctx: RunContext, turn: Turn, reason: str) -> None:
@@ -585,7 +596,7 @@ class RunExecutor:
         cut_short = turn.message is not None and turn.message.status == "in_progress"
         async with self.db.write() as session:
             if cut_short:
-                self._finalize_message(turn, "incomplete", "max_tokens")
+                self._finalize_message(ctx, turn, "incomplete", "max_tokens")
                 turn.message_step.status, turn.message_step.completed_at = "completed", now
                 turn.message_step.usage = turn.usage
                 session.add(turn.message)
@@ -593,15 +604,15 @@ class RunExecutor:
             closed = await self._close_open(session, run, step_status="cancelled", message_reason="max_tokens")
             await self._end_run(session, run)
         if cut_short:
-            self.emit(run.id, "thread.message.incomplete", MessageObject.from_row(turn.message))
-            self.emit(run.id, "thread.run.step.completed", RunStepObject.from_row(turn.message_step))
+            self.emit(run.id, "thread.message.incomplete", MessageObject.from_row, turn.message)
+            self.emit(run.id, "thread.run.step.completed", RunStepObject.from_row, turn.message_step)
         self._emit_all(run.id, closed)
         self._emit_final(run)
 
     async def _finish_failed(self, ctx: RunContext, code: str, message: str) -> None:
         run = ctx.run
         async with self.db.write() as session:
-            closed = await self._persist_partial(session, ctx.turn, "run_failed")
+            closed = await self._persist_partial(session, ctx, "run_failed")
             closed += await self._persist_failed(session, run, code, message)
         self._emit_all(run.id, closed)
         self._emit_final(run)
@@ -609,16 +620,17 @@ class RunExecutor:
     async def _finish_cancelled(self, ctx: RunContext) -> None:
         run = ctx.run
         async with self.db.write() as session:
-            closed = await self._persist_partial(session, ctx.turn, "run_cancelled")
+            closed = await self._persist_partial(session, ctx, "run_cancelled")
             closed += await self._persist_cancelled(session, run)
         self._emit_all(run.id, closed)
         self._emit_final(run)
 
-    async def _persist_partial(self, session: AsyncSession, turn: Turn | None, reason: str) -> list[Event]:
+    async def _persist_partial(self, session: AsyncSession, ctx: RunContext, reason: str) -> list[Event]:
         """Keep what the model had said when the run ended early: an incomplete message."""
+        turn = ctx.turn
         if turn is None or turn.message is None or turn.message.status != "in_progress":
             return []
-        self._finalize_message(turn, "incomplete", reason)
+        self._finalize_message(ctx, turn, "incomplete", reason)
         session.add(turn.message)
         return [Event.of("thread.message.incomplete", MessageObject.from_row(turn.message))]
 
@@ -672,17 +684,42 @@ class RunExecutor:
                 self.bus.publish(run_id, event)
 
     def _emit_final(self, run: Run) -> None:
-        self.emit(run.id, f"thread.run.{run.status}", RunObject.from_row(run))
+        self.emit(run.id, f"thread.run.{run.status}", RunObject.from_row, run)
 
     # --- events ---------------------------------------------------------------------------------
 
-    def emit(self, run_id: str, name: str, obj) -> None:
-        if self.bus.watched(run_id):
-            self.bus.publish(run_id, Event.of(name, obj))
+    def emit(self, run_id: str, names: str | tuple[str, ...], build: Callable[[Any], Any], row: Any) -> None:
+        """Publish ``build(row)`` as each event of ``names`` (serialised once); nothing is built
+        when no stream watches the run."""
+        if not self.bus.watched(run_id):
+            return
+        data = build(row).model_dump_json(by_alias=True)
+        for name in (names,) if isinstance(names, str) else names:
+            self.bus.publish(run_id, Event(name, data))
 
     def emit_raw(self, run_id: str, name: str, payload: dict[str, Any]) -> None:
         if self.bus.watched(run_id):
             self.bus.publish(run_id, Event(name, json.dumps(payload, separators=(",", ":"))))
+
+
+def _image_parts(file_ids: list[str]) -> list[dict[str, Any]]:
+    return [{"type": "image_file", "image_file": {"file_id": f}} for f in file_ids]
+
+
+SANDBOX_LINK = re.compile(r"sandbox:(/mnt/data/[^\s)\]\"'<>]+)")
+
+
+def annotations(text: str, sandbox_files: dict[str, str]) -> list[dict[str, Any]]:
+    """``sandbox:/mnt/data/<name>`` links to files the run wrote become ``file_path`` annotations."""
+    found = []
+    for match in SANDBOX_LINK.finditer(text):
+        file_id = sandbox_files.get(match.group(1).rstrip(".,;:"))
+        if file_id is None:
+            continue
+        end = match.start() + len("sandbox:") + len(match.group(1).rstrip(".,;:"))
+        found.append({"type": "file_path", "text": text[match.start():end], "start_index": match.start(),
+                      "end_index": end, "file_path": {"file_id": file_id}})
+    return found
 
 
 def _argument(arguments: str, name: str) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from assistantd import ids, tool_resources
+from assistantd import ids
 from assistantd.api.errors import APIError, invalid, not_found
 from assistantd.api.pagination import PageParams, paginate
 from assistantd.api.types import dump_response_format, dump_tools
@@ -35,9 +35,10 @@ async def get(session: AsyncSession, tenant: str, thread_id: str, run_id: str) -
 
 
 async def require_no_active_run(session: AsyncSession, thread_id: str, action: str) -> None:
-    # Lock the thread row (PostgreSQL; SQLite has one writer) so that racing run creations and
-    # message additions on one thread take turns: otherwise each sees no active run and two start.
-    await session.execute(select(Thread.id).where(Thread.id == thread_id).with_for_update())
+    # Lock the thread row so that racing run creations and message additions on one thread take
+    # turns: otherwise each sees no active run and two start. SQLite needs no lock (one writer).
+    if session.get_bind().dialect.name != "sqlite":
+        await session.execute(select(Thread.id).where(Thread.id == thread_id).with_for_update())
     active = await session.scalar(
         select(Run.id).where(Run.thread_id == thread_id, Run.status.in_(ACTIVE_STATUSES)).limit(1)
     )

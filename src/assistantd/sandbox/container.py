@@ -1,0 +1,228 @@
+"""One sandbox: a locked-down Docker container running the kernel (docker/sandbox/kernel.py),
+reached over ``docker attach`` (its stdin/stdout) — no network, no process per call.
+
+Blocking Docker calls run in worker threads; :meth:`Sandbox.call` is the async surface.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import socket
+import struct
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from anyio import to_thread
+
+log = logging.getLogger("assistantd.sandbox")
+
+LABEL = "assistantd.sandbox"
+
+
+@dataclass(frozen=True)
+class SandboxLimits:
+    """Each limit is a setting (ASSISTANTD_SANDBOX_*); these are the defaults."""
+
+    memory: str = "512m"
+    cpus: float = 1.0
+    pids: int = 128
+    tmp_size: str = "64m"
+    data_size: str = "256m"
+    exec_timeout: float = 60.0
+
+
+class KernelDied(Exception):
+    """The kernel process ended (out of memory, killed) or stopped answering."""
+
+
+class Sandbox:
+    def __init__(self, client, image: str, limits: SandboxLimits, labels: dict[str, str]) -> None:
+        self.client, self.image, self.limits, self.labels = client, image, limits, labels
+        self.container = None
+        self._sock = None
+        self._buffer = b""
+        self._lines: list[bytes] = []
+        self._next_id = 1
+        self._lock = threading.Lock()  # one request at a time on the channel
+        self.thread_id: str | None = None
+        self.placed_files: set[str] = set()
+        self.last_used = time.monotonic()
+
+    # --- lifecycle (blocking; call through to_thread) --------------------------------------------
+
+    def start(self) -> "Sandbox":
+        limits = self.limits
+        self.container = self.client.containers.create(
+            self.image,
+            stdin_open=True,
+            tty=False,
+            detach=True,
+            network_mode="none",
+            user="1000:1000",
+            read_only=True,
+            working_dir="/mnt/data",
+            tmpfs={"/tmp": f"size={limits.tmp_size},mode=1777",
+                   "/mnt/data": f"size={limits.data_size},uid=1000,gid=1000,mode=0755"},
+            mem_limit=limits.memory,
+            memswap_limit=limits.memory,  # no swap
+            nano_cpus=int(limits.cpus * 1e9),
+            pids_limit=limits.pids,
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            environment={"HOME": "/tmp", "MPLBACKEND": "Agg", "PYTHONDONTWRITEBYTECODE": "1"},
+            labels={LABEL: "1", **self.labels},
+        )
+        self._attach()
+        self.container.start()
+        self._request({"op": "ping"}, timeout=60)  # answered once the kernel has preloaded
+        return self
+
+    def _attach(self) -> None:
+        raw = self.client.api.attach_socket(
+            self.container.id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
+        self._sock = getattr(raw, "_sock", raw)
+        self._buffer, self._lines = b"", []
+
+    def restart(self) -> None:
+        """A fresh kernel in the same container (its state and /mnt/data are lost)."""
+        self.container.kill()
+        self.container.wait(timeout=10)
+        self._close_socket()
+        self._attach()
+        self.container.start()
+        self.placed_files.clear()
+        self._request({"op": "ping"}, timeout=60)
+
+    def remove(self) -> None:
+        self._close_socket()
+        if self.container is not None:
+            try:
+                self.container.remove(force=True)
+            except Exception as exc:  # already gone
+                log.debug("removing sandbox %s: %s", self.container.id[:12], exc)
+
+    def _close_socket(self) -> None:
+        if self._sock is not None:
+            try:
+                self._sock.close()
+            except OSError:
+                pass
+            self._sock = None
+
+    # --- the channel -----------------------------------------------------------------------------
+
+    def _request(self, payload: dict[str, Any], timeout: float) -> dict[str, Any]:
+        with self._lock:
+            request_id = self._next_id
+            self._next_id += 1
+            line = json.dumps({**payload, "id": request_id}).encode() + b"\n"
+            try:
+                self._sock.sendall(line)
+            except OSError as exc:
+                raise KernelDied(f"the kernel is gone ({exc})") from exc
+            deadline = time.monotonic() + timeout
+            while True:
+                message = self._read_line(deadline)
+                try:
+                    answer = json.loads(message)
+                except ValueError:
+                    log.debug("sandbox said: %r", message[:200])
+                    continue
+                if answer.get("id") == request_id:
+                    return answer
+
+    def _read_line(self, deadline: float) -> bytes:
+        while not self._lines:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            self._sock.settimeout(remaining)
+            try:
+                header = self._recv_exactly(8)
+            except socket.timeout:
+                raise TimeoutError from None
+            kind, size = header[0], struct.unpack(">I", header[4:])[0]
+            data = self._recv_exactly(size)
+            if kind == 1:  # stdout carries the answers; stderr is the kernel's own noise
+                self._buffer += data
+                *complete, self._buffer = self._buffer.split(b"\n")
+                self._lines.extend(c for c in complete if c.strip())
+            else:
+                log.debug("sandbox stderr: %r", data[:500])
+        return self._lines.pop(0)
+
+    def _recv_exactly(self, size: int) -> bytes:
+        chunks, got = [], 0
+        while got < size:
+            chunk = self._sock.recv(size - got)
+            if not chunk:
+                raise KernelDied("the kernel exited (out of memory or killed)")
+            chunks.append(chunk)
+            got += len(chunk)
+        return b"".join(chunks)
+
+    def execute_blocking(self, code: str) -> dict[str, Any]:
+        """Run ``code``; on timeout interrupt it (state kept), and restart the kernel if it
+        does not stop or has died (state lost). The answer says which happened."""
+        self.last_used = time.monotonic()
+        try:
+            return self._request({"op": "exec", "code": code}, timeout=self.limits.exec_timeout)
+        except TimeoutError:
+            try:
+                self.container.kill(signal="SIGINT")
+                answer = self._request_pending(timeout=3)
+                answer["timed_out"] = True
+                return answer
+            except (TimeoutError, KernelDied, Exception):
+                self.restart()
+                return {"ok": False, "timed_out": True, "restarted": True, "stdout": "", "stderr": "",
+                        "error": {"name": "TimeoutError", "traceback": "",
+                                  "value": f"Execution exceeded {self.limits.exec_timeout:g} s; the kernel "
+                                           "was restarted and its state (variables, files) was lost."},
+                        "images": [], "files": []}
+        except KernelDied as exc:
+            status = self._exit_status()
+            self.restart()
+            return {"ok": False, "restarted": True, "stdout": "", "stderr": "", "images": [], "files": [],
+                    "error": {"name": "KernelDied", "traceback": "",
+                              "value": f"The kernel died ({status}); it was restarted and its state "
+                                       f"(variables, files) was lost. {exc}"}}
+        finally:
+            self.last_used = time.monotonic()
+
+    def _request_pending(self, timeout: float) -> dict[str, Any]:
+        """The answer to the request already sent (after an interrupt)."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while True:
+                answer = json.loads(self._read_line(deadline))
+                if answer.get("id") == self._next_id - 1:
+                    return answer
+
+    def _exit_status(self) -> str:
+        try:
+            self.container.reload()
+            state = self.container.attrs.get("State", {})
+            if state.get("OOMKilled"):
+                return "out of memory"
+            return f"exit code {state.get('ExitCode')}"
+        except Exception:
+            return "unknown cause"
+
+    def put_file_blocking(self, path: str, data: bytes) -> None:
+        answer = self._request({"op": "put_file", "path": path, "data": base64.b64encode(data).decode()},
+                               timeout=60)
+        if not answer.get("ok"):
+            raise OSError(answer.get("error", {}).get("value", "could not place the file"))
+
+    # --- async surface ---------------------------------------------------------------------------
+
+    async def execute(self, code: str) -> dict[str, Any]:
+        return await to_thread.run_sync(self.execute_blocking, code)
+
+    async def put_file(self, path: str, data: bytes) -> None:
+        await to_thread.run_sync(self.put_file_blocking, path, data)
