@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import subprocess
 import sys
 import tempfile
@@ -54,28 +55,41 @@ def start_fake() -> tuple[subprocess.Popen, str]:
     return proc, f"http://127.0.0.1:{port}/v1"
 
 
+async def timed_stream(url: str, body: dict, first: bytes, last: bytes) -> float:
+    """POST ``body`` and read the streamed answer with a bare asyncio connection; return the
+    seconds until ``first`` appears. (A lean client: httpx's own CPU per chunk would compete with
+    the server on this 2-core machine and blur what is measured.)"""
+    host_port, _, path = url.removeprefix("http://").partition("/")
+    host, _, port = host_port.partition(":")
+    payload = json.dumps(body).encode()
+    start = time.perf_counter()
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(f"POST /{path} HTTP/1.1\r\nHost: {host_port}\r\nContent-Type: application/json\r\n"
+                 f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode() + payload)
+    ttft, seen = None, b""
+    while True:
+        chunk = await reader.read(65536)
+        if not chunk:
+            break
+        seen = seen[-256:] + chunk
+        if ttft is None and first in seen:
+            ttft = time.perf_counter() - start
+        if last in seen:
+            break
+    writer.close()
+    if ttft is None:
+        raise RuntimeError(f"no {first!r} in the answer from {url}")
+    return ttft
+
+
 async def direct_ttft(http: httpx.AsyncClient, upstream: str) -> float:
     body = {"model": "bench", "stream": True, "messages": [{"role": "user", "content": ANSWER}]}
-    start = time.perf_counter()
-    ttft = None
-    async with http.stream("POST", f"{upstream}/chat/completions", json=body) as response:
-        async for line in response.aiter_lines():
-            if ttft is None and line.startswith("data:") and '"content": "' in line and '"content": ""' not in line:
-                ttft = time.perf_counter() - start
-    return ttft
+    return await timed_stream(f"{upstream}/chat/completions", body, b'"content": "You', b"[DONE]")
 
 
 async def assistantd_ttft(http: httpx.AsyncClient, base: str, thread_id: str, assistant_id: str) -> float:
-    start = time.perf_counter()
-    ttft = None
-    async with http.stream("POST", f"{base}/threads/{thread_id}/runs",
-                           json={"assistant_id": assistant_id, "stream": True}) as response:
-        async for line in response.aiter_lines():
-            if ttft is None and line.startswith("event: thread.message.delta"):
-                ttft = time.perf_counter() - start
-            if line.startswith("event: done"):
-                break
-    return ttft
+    return await timed_stream(f"{base}/threads/{thread_id}/runs", {"assistant_id": assistant_id, "stream": True},
+                              b"event: thread.message.delta", b"event: done")
 
 
 async def new_threads(http: httpx.AsyncClient, base: str, n: int) -> list[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections.abc import AsyncIterator
 
 from sqlalchemy import create_engine, event
@@ -56,11 +57,23 @@ def _inline_sqlite_engine(url: str) -> AsyncEngine:
     sync_url = url.replace("sqlite+aiosqlite:", "sqlite:", 1)
     # The pool must never make a checkout wait: a blocking wait here would stop the event loop
     # (and so the session that would return the connection). Overflow is unbounded.
-    sync_engine = create_engine(sync_url, connect_args={"check_same_thread": False, "timeout": 30},
-                                pool_size=32, max_overflow=-1)
+    sync_engine = create_engine(
+        sync_url, pool_size=32, max_overflow=-1,
+        connect_args={"check_same_thread": False, "timeout": 30, "factory": _InlineConnection})
     sync_engine.dialect.is_async = True
     _configure_sqlite(sync_engine)
     return AsyncEngine(sync_engine)
+
+
+class _InlineCursor(sqlite3.Cursor):
+    async def _async_soft_close(self) -> None:
+        """AsyncSession calls this on an async driver's cursor after a row-returning Core
+        statement; a stdlib cursor has nothing to release before its rows are read."""
+
+
+class _InlineConnection(sqlite3.Connection):
+    def cursor(self, factory=_InlineCursor):  # type: ignore[override]
+        return super().cursor(factory)
 
 
 def _configure_sqlite(sync_engine) -> None:

@@ -44,7 +44,7 @@ class Sandbox:
         self.client, self.image, self.limits, self.labels = client, image, limits, labels
         self.container = None
         self._sock = None
-        self._buffer = b""
+        self._partial: list[bytes] = []  # pieces of the stdout line not yet complete
         self._lines: list[bytes] = []
         self._next_id = 1
         self._lock = threading.Lock()  # one request at a time on the channel
@@ -85,11 +85,14 @@ class Sandbox:
         raw = self.client.api.attach_socket(
             self.container.id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
         self._sock = getattr(raw, "_sock", raw)
-        self._buffer, self._lines = b"", []
+        self._partial, self._lines = [], []
 
     def restart(self) -> None:
         """A fresh kernel in the same container (its state and /mnt/data are lost)."""
-        self.container.kill()
+        try:
+            self.container.kill()
+        except Exception as exc:  # already stopped (the kernel died: out of memory, killed)
+            log.debug("killing sandbox %s: %s", self.container.id[:12], exc)
         self.container.wait(timeout=10)
         self._close_socket()
         self._attach()
@@ -148,9 +151,15 @@ class Sandbox:
             kind, size = header[0], struct.unpack(">I", header[4:])[0]
             data = self._recv_exactly(size)
             if kind == 1:  # stdout carries the answers; stderr is the kernel's own noise
-                self._buffer += data
-                *complete, self._buffer = self._buffer.split(b"\n")
-                self._lines.extend(c for c in complete if c.strip())
+                # Only the new frame is scanned: an answer carrying a large file arrives in
+                # hundreds of frames, and re-splitting the whole buffer each time is quadratic.
+                while (newline := data.find(b"\n")) >= 0:
+                    line = b"".join(self._partial) + data[:newline]
+                    self._partial, data = [], data[newline + 1:]
+                    if line.strip():
+                        self._lines.append(line)
+                if data:
+                    self._partial.append(data)
             else:
                 log.debug("sandbox stderr: %r", data[:500])
         return self._lines.pop(0)
