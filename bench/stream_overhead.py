@@ -147,17 +147,13 @@ async def throughput_phase(base: str, upstream: str, concurrency: int, total: in
         completed = sum(await asyncio.gather(*(worker() for _ in range(concurrency))))
         runs_per_s = completed / (time.perf_counter() - start)
 
-        body = {"model": "bench", "stream": True, "messages": [{"role": "user", "content": ANSWER}]}
+    async def direct_worker(n: int) -> None:
+        for _ in range(n):
+            await direct_ttft(None, upstream)
 
-        async def direct_worker(n: int) -> None:
-            for _ in range(n):
-                async with http.stream("POST", f"{upstream}/chat/completions", json=body) as response:
-                    async for _ in response.aiter_lines():
-                        pass
-
-        start = time.perf_counter()
-        await asyncio.gather(*(direct_worker(total // concurrency) for _ in range(concurrency)))
-        direct_per_s = (total // concurrency * concurrency) / (time.perf_counter() - start)
+    start = time.perf_counter()
+    await asyncio.gather(*(direct_worker(total // concurrency) for _ in range(concurrency)))
+    direct_per_s = (total // concurrency * concurrency) / (time.perf_counter() - start)
     return runs_per_s, direct_per_s
 
 

@@ -15,14 +15,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import re
 import logging
 import os
+import re
 import secrets
 import socket
 import time
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -37,9 +37,9 @@ from assistantd.runs import prompt as prompts
 from assistantd.runs import tokens
 from assistantd.runs.events import Event, EventBus
 from assistantd.runs.schemas import RunObject, RunStepObject
+from assistantd.sandbox.pool import SandboxPool
 from assistantd.settings import Settings
 from assistantd.threads.schemas import MessageObject
-from assistantd.sandbox.pool import SandboxPool
 from assistantd.tools import code_interpreter
 from assistantd.tools.partial_json import StreamingStringField
 from assistantd.tools.presentation import tool_type_of
@@ -313,14 +313,14 @@ class RunExecutor:
         if run.max_prompt_tokens is not None and ctx.prompt_tokens >= run.max_prompt_tokens:
             await self._finish_incomplete(ctx, Turn(), "max_prompt_tokens")
             return False
-        async with self.db.read() as session:
-            try:
+        try:
+            async with self.db.read() as session:
                 prompt = await prompts.build(session, self.files, run, self.upstream_model(run.model),
                                              self.settings.context_windows, budget,
                                              first_turn=run.usage is None)
-            except prompts.PromptTooLong:
-                await self._finish_incomplete(ctx, Turn(), "max_prompt_tokens")
-                return False
+        except prompts.PromptTooLong:
+            await self._finish_incomplete(ctx, Turn(), "max_prompt_tokens")
+            return False
 
         turn = ctx.turn = Turn()
         ctx.queue = asyncio.Queue()

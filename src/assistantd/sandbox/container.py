@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import math
 import socket
 import struct
 import threading
@@ -25,14 +26,14 @@ LABEL = "assistantd.sandbox"
 
 @dataclass(frozen=True)
 class SandboxLimits:
-    """Each limit is a setting (ASSISTANTD_SANDBOX_*); these are the defaults."""
+    """Each limit is a setting (ASSISTANTD_SANDBOX_*, defaults in :mod:`assistantd.settings`)."""
 
-    memory: str = "512m"
-    cpus: float = 1.0
-    pids: int = 128
-    tmp_size: str = "64m"
-    data_size: str = "256m"
-    exec_timeout: float = 60.0
+    memory: str
+    cpus: float
+    pids: int
+    tmp_size: str
+    data_size: str
+    exec_timeout: float
 
 
 class KernelDied(Exception):
@@ -73,7 +74,11 @@ class Sandbox:
             pids_limit=limits.pids,
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],
-            environment={"HOME": "/tmp", "MPLBACKEND": "Agg", "PYTHONDONTWRITEBYTECODE": "1"},
+            environment={"HOME": "/tmp", "MPLBACKEND": "Agg", "PYTHONDONTWRITEBYTECODE": "1",
+                         # BLAS would start a thread per host CPU, each counted against the pids
+                         # limit, though the container may use only ``cpus`` of them.
+                         **dict.fromkeys(("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"),
+                                         str(max(1, math.ceil(limits.cpus))))},
             labels={LABEL: "1", **self.labels},
         )
         self._attach()
