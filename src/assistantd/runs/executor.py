@@ -180,6 +180,8 @@ class RunExecutor:
                         lease_until=time.time() + LEASE_SECONDS,
                         started_at=func.coalesce(Run.started_at, ids.now()))
                 .returning(Run)
+                # No session objects to keep in step: skip the ORM's pre-select of matched rows.
+                .execution_options(synchronize_session=False)
             )
             return list(result)
 
