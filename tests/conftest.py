@@ -152,3 +152,30 @@ def client(server) -> Iterator[openai.OpenAI]:
 def http(server) -> Iterator[httpx.Client]:
     with make_http(server.url) as h:
         yield h
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_sandbox_left_behind(databases) -> Iterator[None]:
+    """At the end of each backend's session — after ``spawn`` (set up later, so torn down first)
+    stopped its servers — no sandbox container of any server the session started may be left.
+    Those servers' instance labels are derived from their data folders and databases."""
+    yield
+    try:
+        import docker
+
+        engine = docker.from_env()
+        engine.ping()
+    except Exception:
+        return  # no engine, so no container either
+    from assistantd.sandbox.pool import INSTANCE_LABEL, instance_id
+    from assistantd.settings import Settings
+
+    urls = [None] if databases.backend == "sqlite" else \
+        [f"{POSTGRES_URL.rsplit('/', 1)[0]}/{db}" for db in databases.created]
+    ours = {instance_id(Settings(_env_file=None, data_dir=d, database_url=u))
+            for d in databases.root.iterdir() if d.is_dir() for u in urls}
+    left = [c for c in engine.containers.list(all=True, filters={"label": "assistantd.sandbox=1"})
+            if c.labels.get(INSTANCE_LABEL) in ours]
+    for container in left:
+        container.remove(force=True)
+    assert not left, f"sandbox containers left behind: {[c.name for c in left]}"

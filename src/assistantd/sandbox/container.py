@@ -219,6 +219,7 @@ class Sandbox:
 
     def _exit_status(self) -> str:
         try:
+            self.container.wait(timeout=5)  # the stream closes a moment before the state is final
             self.container.reload()
             state = self.container.attrs.get("State", {})
             if state.get("OOMKilled"):
