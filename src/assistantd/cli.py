@@ -45,7 +45,10 @@ def main(argv: list[str] | None = None) -> None:
     from assistantd.app import create_app
 
     uvicorn.run(create_app(settings), host=args.host, port=args.port,
-                log_level=settings.log_level.lower(), timeout_graceful_shutdown=5)
+                log_level=settings.log_level.lower(), timeout_graceful_shutdown=5,
+                # Keep idle client connections longer than uvicorn's 5 s default: SDK clients pool
+                # them, and a close racing a reuse costs the client a retry.
+                timeout_keep_alive=75)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from assistantd import ids, tool_resources
@@ -13,10 +13,12 @@ from assistantd.assistants.schemas import CreateAssistantRequest, ModifyAssistan
 from assistantd.db.models import Assistant
 
 
+_ASSISTANT = select(Assistant).where(Assistant.id == bindparam("assistant_id"),
+                                     Assistant.tenant == bindparam("tenant"))
+
+
 async def get(session: AsyncSession, tenant: str, assistant_id: str) -> Assistant:
-    row = await session.scalar(
-        select(Assistant).where(Assistant.id == assistant_id, Assistant.tenant == tenant)
-    )
+    row = await session.scalar(_ASSISTANT, {"assistant_id": assistant_id, "tenant": tenant})
     if row is None:
         raise not_found("assistant", assistant_id)
     return row

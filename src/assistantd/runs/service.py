@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from assistantd import ids
@@ -26,9 +26,17 @@ from assistantd.runs.schemas import (
 from assistantd.threads import service as threads
 
 
+# Statements on every request's path are built once, with bound parameters (see threads.service).
+_RUN = select(Run).where(Run.id == bindparam("run_id"), Run.thread_id == bindparam("thread_id"))
+_LOCK_THREAD = select(Thread.id).where(Thread.id == bindparam("thread_id")).with_for_update()
+_ACTIVE_RUN = select(Run.id).where(Run.thread_id == bindparam("thread_id"),
+                                   Run.status.in_(ACTIVE_STATUSES)).limit(1)
+_LAST_MESSAGE_SEQ = select(func.coalesce(func.max(Message.seq), 0)).where(Message.thread_id == bindparam("thread_id"))
+
+
 async def get(session: AsyncSession, tenant: str, thread_id: str, run_id: str) -> Run:
     await threads.get(session, tenant, thread_id)
-    row = await session.scalar(select(Run).where(Run.id == run_id, Run.thread_id == thread_id))
+    row = await session.scalar(_RUN, {"run_id": run_id, "thread_id": thread_id})
     if row is None:
         raise not_found("run", run_id)
     return row
@@ -38,10 +46,8 @@ async def require_no_active_run(session: AsyncSession, thread_id: str, action: s
     # Lock the thread row so that racing run creations and message additions on one thread take
     # turns: otherwise each sees no active run and two start. SQLite needs no lock (one writer).
     if session.get_bind().dialect.name != "sqlite":
-        await session.execute(select(Thread.id).where(Thread.id == thread_id).with_for_update())
-    active = await session.scalar(
-        select(Run.id).where(Run.thread_id == thread_id, Run.status.in_(ACTIVE_STATUSES)).limit(1)
-    )
+        await session.execute(_LOCK_THREAD, {"thread_id": thread_id})
+    active = await session.scalar(_ACTIVE_RUN, {"thread_id": thread_id})
     if active is not None:
         raise invalid(f"Can't {action} {thread_id} while a run {active} is active.")
 
@@ -74,9 +80,7 @@ async def create(session: AsyncSession, tenant: str, thread: Thread,
         instructions = f"{instructions}\n\n{extra}" if instructions else extra
     for i, message in enumerate(getattr(body, "additional_messages", None) or []):
         await threads.add_message(session, tenant, thread, message, param=f"additional_messages[{i}]")
-    history_seq = await session.scalar(
-        select(func.coalesce(func.max(Message.seq), 0)).where(Message.thread_id == thread.id)
-    )
+    history_seq = await session.scalar(_LAST_MESSAGE_SEQ, {"thread_id": thread.id})
     created = ids.now()
     run = Run(
         id=ids.new_id("run_"),

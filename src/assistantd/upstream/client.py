@@ -29,8 +29,10 @@ class UpstreamClient:
     def __init__(self, base_url: str, api_key: str | None, *, connect_timeout: float,
                  read_timeout: float, max_connections: int = 512) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        # Full URLs parsed once: httpx would otherwise parse and merge a path on every request.
+        self._chat_url = httpx.URL(base_url.rstrip("/") + "/chat/completions")
+        self._embeddings_url = httpx.URL(base_url.rstrip("/") + "/embeddings")
         self._http = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"),
             headers=headers,
             timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
@@ -60,20 +62,26 @@ class UpstreamClient:
 
     async def _stream_once(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         try:
-            async with self._http.stream("POST", "/chat/completions", json=body) as response:
+            async with self._http.stream("POST", self._chat_url, json=body) as response:
                 if response.status_code >= 400:
                     await response.aread()
                     raise _error_for(response)
-                async for line in response.aiter_lines():
-                    if not line.startswith("data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == "[DONE]":
-                        return
-                    chunk = json.loads(data)
-                    if isinstance(chunk, dict) and "error" in chunk:
-                        raise UpstreamError("server_error", _message(chunk))
-                    yield chunk
+                # SSE lines are split from the raw bytes (no text decoding pass, json.loads
+                # takes bytes): this loop runs once per token of every run.
+                buffer = b""
+                async for data in response.aiter_bytes():
+                    buffer += data
+                    *lines, buffer = buffer.split(b"\n")
+                    for line in lines:
+                        if not line.startswith(b"data:"):
+                            continue
+                        payload = line[5:].strip()
+                        if payload == b"[DONE]":
+                            return
+                        chunk = json.loads(payload)
+                        if isinstance(chunk, dict) and "error" in chunk:
+                            raise UpstreamError("server_error", _message(chunk))
+                        yield chunk
         except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError):
             raise
         except httpx.TimeoutException as exc:
@@ -84,7 +92,7 @@ class UpstreamClient:
             raise UpstreamError("server_error", f"The model sent a malformed chunk: {exc}") from exc
 
     async def embeddings(self, model: str, inputs: list[str]) -> list[list[float]]:
-        response = await self._http.post("/embeddings", json={"model": model, "input": inputs})
+        response = await self._http.post(self._embeddings_url, json={"model": model, "input": inputs})
         if response.status_code >= 400:
             raise _error_for(response)
         data = sorted(response.json()["data"], key=lambda d: d["index"])
