@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -25,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -169,21 +170,28 @@ class RunExecutor:
 
     async def _claim(self, limit: int) -> list[Run]:
         """Take up to ``limit`` queued runs, oldest first, in one statement."""
-        candidates = select(Run.id).where(Run.status == "queued").order_by(Run.seq).limit(limit)
+        async with self.db.write() as session:
+            result = await session.scalars(self._claim_statement, {
+                "limit": limit, "worker": self.worker_id, "lease_until": time.time() + LEASE_SECONDS,
+                "now": ids.now(),
+            })
+            return list(result)
+
+    @functools.cached_property
+    def _claim_statement(self):
+        # Built once with bound parameters; SKIP LOCKED lets PostgreSQL processes claim side by side.
+        candidates = select(Run.id).where(Run.status == "queued").order_by(Run.seq).limit(bindparam("limit"))
         if not self.db.is_sqlite:
             candidates = candidates.with_for_update(skip_locked=True)
-        async with self.db.write() as session:
-            result = await session.scalars(
-                update(Run)
-                .where(Run.id.in_(candidates.scalar_subquery()), Run.status == "queued")
-                .values(status="in_progress", worker=self.worker_id,
-                        lease_until=time.time() + LEASE_SECONDS,
-                        started_at=func.coalesce(Run.started_at, ids.now()))
-                .returning(Run)
-                # No session objects to keep in step: skip the ORM's pre-select of matched rows.
-                .execution_options(synchronize_session=False)
-            )
-            return list(result)
+        return (
+            update(Run)
+            .where(Run.id.in_(candidates.scalar_subquery()), Run.status == "queued")
+            .values(status="in_progress", worker=bindparam("worker"), lease_until=bindparam("lease_until"),
+                    started_at=func.coalesce(Run.started_at, bindparam("now")))
+            .returning(Run)
+            # No session objects to keep in step: skip the ORM's pre-select of matched rows.
+            .execution_options(synchronize_session=False)
+        )
 
     # --- maintenance: leases, orphans, expiry ---------------------------------------------------
 
