@@ -25,6 +25,8 @@ from assistantd.runs.executor import RunExecutor
 from assistantd.runs.router import router as runs_router
 from assistantd.threads.router import router as threads_router
 from assistantd.upstream.client import UpstreamClient
+from assistantd.vector_stores.ingest import INTERVAL_SECONDS as INGEST_INTERVAL, Ingester
+from assistantd.vector_stores.router import router as vector_stores_router
 
 log = logging.getLogger("assistantd")
 
@@ -71,6 +73,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tasks = [
             asyncio.create_task(_supervise("file expiry", SWEEP_INTERVAL_SECONDS, sweep_expired, app.state)),
             asyncio.create_task(_supervise("sandbox reaping", SANDBOX_REAP_SECONDS, app.state.sandboxes.reap_idle)),
+            asyncio.create_task(_supervise("vector store ingestion", INGEST_INTERVAL,
+                                           Ingester(app.state.db, app.state.files).drain)),
         ]
         try:
             yield
@@ -86,7 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="assistantd", version=__version__, lifespan=lifespan,
                   openapi_url="/v1/openapi.json", docs_url=None, redoc_url=None)
     errors.install(app)
-    for router in (assistants_router, runs_router, threads_router, files_router):
+    for router in (assistants_router, runs_router, threads_router, files_router, vector_stores_router):
         app.include_router(router, prefix="/v1")
 
     @app.get("/healthz", include_in_schema=False)

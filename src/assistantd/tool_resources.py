@@ -43,13 +43,24 @@ async def normalize(
         })
         out["code_interpreter"] = {"file_ids": list(file_ids)}
     if resources.file_search is not None:
+        from assistantd.vector_stores import service as vector_stores
+
         fs = resources.file_search
-        if fs.vector_stores:
-            # Creating vector stores on the fly needs the vector store service (build step 4).
-            raise invalid(
-                "Creating vector stores through 'tool_resources.file_search.vector_stores' is not "
-                "supported yet; create the vector store first and pass 'vector_store_ids'.",
-                param=f"{param}.file_search.vector_stores",
-            )
-        out["file_search"] = {"vector_store_ids": list(fs.vector_store_ids or [])}
+        where = f"{param}.file_search"
+        if fs.vector_store_ids and fs.vector_stores:
+            raise invalid("Only one of 'vector_store_ids' or 'vector_stores' may be provided.",
+                          param=f"{where}.vector_stores")
+        store_ids = list(fs.vector_store_ids or [])
+        known = await vector_stores.existing_ids(session, tenant, store_ids)
+        for i, store_id in enumerate(store_ids):
+            if store_id not in known:
+                raise invalid(f"No vector store found with id '{store_id}'.",
+                              param=f"{where}.vector_store_ids[{i}]")
+        for i, helper in enumerate(fs.vector_stores or []):
+            # The helper makes a vector store on the fly, its files queued for ingestion.
+            store = await vector_stores.create(
+                session, tenant, metadata=helper.metadata, file_ids=helper.file_ids,
+                chunking_strategy=helper.chunking_strategy, param=f"{where}.vector_stores[{i}]")
+            store_ids.append(store.id)
+        out["file_search"] = {"vector_store_ids": store_ids}
     return out

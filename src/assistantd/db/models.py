@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # SQLite only autoincrements an INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
@@ -146,3 +146,79 @@ class RunStep(_Object, Base):
     completed_at: Mapped[int | None] = mapped_column(BigInteger)
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata")
     usage: Mapped[dict[str, Any] | None]
+
+
+# --- vector stores (build step 4) ---------------------------------------------------------------
+
+class VectorStore(_Object, Base):
+    """A vector store; its ``status``, ``file_counts`` and ``usage_bytes`` are derived from its files."""
+
+    __tablename__ = "vector_stores"
+    __table_args__ = (Index("ix_vector_stores_tenant_seq", "tenant", "seq"),)
+
+    name: Mapped[str | None] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(Text)
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata")
+    expires_after: Mapped[dict[str, Any] | None]
+    expires_at: Mapped[int | None] = mapped_column(BigInteger)
+    last_active_at: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class VectorStoreFileBatch(_Object, Base):
+    __tablename__ = "vector_store_file_batches"
+    __table_args__ = (Index("ix_vector_store_file_batches_store_seq", "vector_store_id", "seq"),)
+
+    vector_store_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("vector_stores.id", ondelete="CASCADE"))
+    cancelled: Mapped[bool]
+
+
+class VectorStoreFile(Base):
+    """A file attached to a vector store; its public ``id`` is the file's id, unique per store.
+
+    Rows ``in_progress`` are the ingestion queue: a worker claims one with a conditional UPDATE
+    (``worker``/``lease_until``), as the run executor claims runs.
+    """
+
+    __tablename__ = "vector_store_files"
+    __table_args__ = (
+        Index("ux_vector_store_files_store_file", "vector_store_id", "id", unique=True),
+        Index("ix_vector_store_files_store_seq", "vector_store_id", "seq"),
+        Index("ix_vector_store_files_batch_seq", "batch_id", "seq"),
+        Index("ix_vector_store_files_status", "status"),
+    )
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64))
+    tenant: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    vector_store_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("vector_stores.id", ondelete="CASCADE"))
+    batch_id: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    last_error: Mapped[dict[str, Any] | None]
+    usage_bytes: Mapped[int] = mapped_column(BigInteger)
+    chunking_strategy: Mapped[dict[str, Any]]
+    attributes: Mapped[dict[str, Any]]
+    worker: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[float | None]
+
+
+class Chunk(Base):
+    """One chunk of a vector store file's text. ``embedding`` is filled by the embeddings step."""
+
+    __tablename__ = "chunks"
+    __table_args__ = (
+        Index("ux_chunks_store_file_index", "vector_store_id", "file_id", "index", unique=True),
+    )
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    vector_store_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("vector_stores.id", ondelete="CASCADE"))
+    file_id: Mapped[str] = mapped_column(String(64))
+    index: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
+    tokens: Mapped[int] = mapped_column(Integer)
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)

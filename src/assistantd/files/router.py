@@ -12,6 +12,7 @@ from assistantd.api.errors import APIError, invalid
 from assistantd.api.pagination import PageParams, file_page_params
 from assistantd.api.types import Deleted, ListResponse
 from assistantd.files import service
+from assistantd.vector_stores import service as vector_stores_service
 from assistantd.files.schemas import (
     MAX_EXPIRY_SECONDS,
     MIN_EXPIRY_SECONDS,
@@ -105,6 +106,7 @@ async def retrieve_file(file_id: str, request: Request, tenant: str = Depends(re
 async def delete_file(file_id: str, request: Request, tenant: str = Depends(require_tenant)):
     async with request.app.state.db.write() as session:
         await session.delete(await service.get(session, tenant, file_id))
+        await vector_stores_service.forget_files(session, [file_id])
     await request.app.state.files.remove(file_id)
     return Deleted(id=file_id, object="file").response()
 
@@ -125,6 +127,7 @@ async def sweep_expired(state) -> int:
     """Delete files past ``expires_at``; bytes go after the rows (see :mod:`files.storage`)."""
     async with state.db.write() as session:
         expired = await service.take_expired(session, ids.now())
+        await vector_stores_service.forget_files(session, expired)
     for file_id in expired:
         await state.files.remove(file_id)
     return len(expired)

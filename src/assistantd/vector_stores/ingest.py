@@ -1,0 +1,143 @@
+"""Background ingestion: the ``vector_store_files`` rows ``in_progress`` are the queue.
+
+A worker claims a row with one conditional UPDATE (unclaimed, or its lease lapsed), so several
+server processes can share the work. It reads the file's bytes, extracts the text and chunks it
+off the event loop, then writes the chunks and the terminal status in one transaction — only if
+the row is still ``in_progress`` and still its own (a cancelled or deleted file writes nothing).
+An unsupported or unreadable file fails with ``last_error`` and harms nothing else.
+
+Embeddings (next step) hook in at :meth:`Ingester._embed`, between chunking and the write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from typing import Any
+
+from anyio import to_thread
+from sqlalchemy import and_, insert, or_, select, update
+
+from assistantd import ids
+from assistantd.db import Database
+from assistantd.db.models import Chunk, File, VectorStoreFile
+from assistantd.files.storage import FileStore
+from assistantd.vector_stores import chunking
+from assistantd.vector_stores.extract import ExtractError, extract
+
+log = logging.getLogger("assistantd")
+
+LEASE_SECONDS = 15.0  # renewed every third of it while a file is being ingested
+INTERVAL_SECONDS = 0.2
+
+
+def _process(filename: str, path, strategy: dict[str, Any]) -> tuple[list[tuple[str, int]], None] | tuple[None, dict]:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None, {"code": "invalid_file", "message": "The file's content is no longer available."}
+    try:
+        text = extract(filename, data)
+    except ExtractError as exc:
+        return None, {"code": exc.code, "message": exc.message}
+    pieces = chunking.chunk(text, strategy)
+    if not pieces:
+        return None, {"code": "invalid_file", "message": "No text could be extracted from the file."}
+    return pieces, None
+
+
+class Ingester:
+    def __init__(self, db: Database, files: FileStore) -> None:
+        self.db, self.files = db, files
+        self.worker = f"{socket.gethostname()}:{os.getpid()}:{ids.new_id('', 8)}"
+        self._recovered = False
+
+    async def _recover(self) -> None:
+        """On SQLite one server owns the database: claims left by a previous process are dead,
+        so its files are taken up again at once rather than when their lease lapses."""
+        if self.db.is_sqlite:
+            async with self.db.write() as session:
+                await session.execute(update(VectorStoreFile).where(
+                    VectorStoreFile.status == "in_progress", VectorStoreFile.worker.is_not(None))
+                    .values(worker=None, lease_until=None))
+        self._recovered = True
+
+    async def _claim(self) -> VectorStoreFile | None:
+        now = time.time()
+        claimable = and_(VectorStoreFile.status == "in_progress",
+                         or_(VectorStoreFile.worker.is_(None), VectorStoreFile.lease_until < now))
+        async with self.db.read() as session:
+            candidates = list(await session.scalars(
+                select(VectorStoreFile.seq).where(claimable).order_by(VectorStoreFile.seq).limit(8)))
+        for seq in candidates:
+            async with self.db.write() as session:
+                result = await session.execute(
+                    update(VectorStoreFile).where(VectorStoreFile.seq == seq, claimable)
+                    .values(worker=self.worker, lease_until=now + LEASE_SECONDS))
+                if result.rowcount == 1:
+                    return await session.scalar(select(VectorStoreFile).where(VectorStoreFile.seq == seq))
+        return None
+
+    async def drain(self) -> None:
+        """Ingest claimable files until none is left (the lifespan runs this every 0.2 s)."""
+        if not self._recovered:
+            await self._recover()
+        while (row := await self._claim()) is not None:
+            renewing = asyncio.create_task(self._renew(row.seq))
+            try:
+                await self._ingest(row)
+            except Exception as exc:
+                log.exception("ingesting %s into %s failed", row.id, row.vector_store_id)
+                await self._finish(row, None, {"code": "server_error", "message": f"Ingestion failed: {exc}"})
+            finally:
+                renewing.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await renewing
+
+    async def _renew(self, seq: int) -> None:
+        """Hold the claim while working; a lapsed lease lets another worker take the file."""
+        while True:
+            await asyncio.sleep(LEASE_SECONDS / 3)
+            async with self.db.write() as session:
+                await session.execute(update(VectorStoreFile).where(
+                    VectorStoreFile.seq == seq, VectorStoreFile.worker == self.worker,
+                    VectorStoreFile.status == "in_progress").values(lease_until=time.time() + LEASE_SECONDS))
+
+    async def _ingest(self, row: VectorStoreFile) -> None:
+        async with self.db.read() as session:
+            filename = await session.scalar(select(File.filename).where(File.id == row.id, File.tenant == row.tenant))
+        if filename is None:
+            await self._finish(row, None, {"code": "invalid_file", "message": f"The file '{row.id}' no longer exists."})
+            return
+        pieces, error = await to_thread.run_sync(_process, filename, self.files.path(row.id), row.chunking_strategy)
+        embeddings = None if pieces is None else await self._embed([text for text, _ in pieces])
+        await self._finish(row, pieces, error, embeddings)
+
+    async def _embed(self, texts: list[str]) -> list[bytes | None] | None:
+        """Embeddings for the chunks (build step 4, part B); none yet."""
+        return None
+
+    async def _finish(self, row: VectorStoreFile, pieces: list[tuple[str, int]] | None,
+                      error: dict | None, embeddings: list[bytes | None] | None = None) -> None:
+        mine = and_(VectorStoreFile.seq == row.seq, VectorStoreFile.status == "in_progress",
+                    VectorStoreFile.worker == self.worker)
+        async with self.db.write() as session:
+            if error is not None:
+                await session.execute(update(VectorStoreFile).where(mine).values(
+                    status="failed", last_error=error, worker=None, lease_until=None))
+                return
+            usage = sum(len(text.encode()) for text, _ in pieces or [])
+            result = await session.execute(update(VectorStoreFile).where(mine).values(
+                status="completed", usage_bytes=usage, worker=None, lease_until=None))
+            if result.rowcount != 1:
+                return  # cancelled, deleted or re-added meanwhile: keep nothing
+            if pieces:
+                await session.execute(insert(Chunk), [
+                    {"id": ids.new_id("chunk_"), "tenant": row.tenant, "vector_store_id": row.vector_store_id,
+                     "file_id": row.id, "index": i, "text": text, "tokens": n,
+                     "embedding": embeddings[i] if embeddings else None}
+                    for i, (text, n) in enumerate(pieces)])
