@@ -254,7 +254,7 @@ def test_file_and_batch_and_search_validation(client, http):
     assert client.vector_stores.retrieve(vs).file_counts.total == 0
     response = http.get(f"/v1/vector_stores/{vs}/files", params={"filter": "done"})
     assert response.status_code == 400 and _error(response)["param"] == "filter"
-    for path in (f"/v1/vector_stores/vs_nope", f"/v1/vector_stores/{vs}/files/{f}",
+    for path in ("/v1/vector_stores/vs_nope", f"/v1/vector_stores/{vs}/files/{f}",
                  f"/v1/vector_stores/{vs}/file_batches/vsfb_nope"):
         assert http.get(path).status_code == 404
 
