@@ -32,25 +32,31 @@ def openai_error(message: str) -> PydanticCustomError:
     return PydanticCustomError("openai", message)
 
 
-def _check_metadata(value: dict[str, str | None] | None) -> dict[str, str]:
-    if value is None:
-        return {}
+def check_key_value_map(value: dict[str, Any], name: str) -> None:
+    """The spec's rule for ``metadata`` and vector-store file ``attributes``: at most 16 pairs,
+    keys up to 64 characters, string values up to 512."""
     if len(value) > METADATA_MAX_PAIRS:
         raise openai_error(
-            f"Invalid 'metadata': too many properties. Expected an object with at most "
+            f"Invalid '{name}': too many properties. Expected an object with at most "
             f"{METADATA_MAX_PAIRS} properties, but got an object with {len(value)} properties instead."
         )
     for key, item in value.items():
         if len(key) > METADATA_MAX_KEY:
             raise openai_error(
-                f"Invalid 'metadata': key '{key[:80]}' is too long. Expected a key with at most "
+                f"Invalid '{name}': key '{key[:80]}' is too long. Expected a key with at most "
                 f"{METADATA_MAX_KEY} characters, but got {len(key)} characters instead."
             )
-        if item is not None and len(item) > METADATA_MAX_VALUE:
+        if isinstance(item, str) and len(item) > METADATA_MAX_VALUE:
             raise openai_error(
-                f"Invalid 'metadata.{key}': string too long. Expected a string with maximum length "
+                f"Invalid '{name}.{key}': string too long. Expected a string with maximum length "
                 f"{METADATA_MAX_VALUE}, but got a string with length {len(item)} instead."
             )
+
+
+def _check_metadata(value: dict[str, str | None] | None) -> dict[str, str]:
+    if value is None:
+        return {}
+    check_key_value_map(value, "metadata")
     # A null value stores nothing for that key (metadata values on the wire are strings).
     return {k: v for k, v in value.items() if v is not None}
 

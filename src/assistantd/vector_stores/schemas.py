@@ -7,10 +7,9 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import AfterValidator, Field, StrictBool, model_serializer
 
-from assistantd.api.types import Lenient, Metadata, RequestModel, WireModel, openai_error
+from assistantd.api.types import Lenient, Metadata, RequestModel, WireModel, check_key_value_map
 from assistantd.db.models import VectorStore, VectorStoreFile, VectorStoreFileBatch
 
-ATTR_MAX_PAIRS, ATTR_MAX_KEY, ATTR_MAX_VALUE = 16, 64, 512
 MAX_STORE_FILES = 500
 MAX_BATCH_FILES = 2000
 DAY = 86_400
@@ -19,19 +18,7 @@ DAY = 86_400
 def _check_attributes(value: dict[str, Any] | None) -> dict[str, Any]:
     if value is None:
         return {}
-    if len(value) > ATTR_MAX_PAIRS:
-        raise openai_error(
-            f"Invalid 'attributes': too many properties. Expected an object with at most "
-            f"{ATTR_MAX_PAIRS} properties, but got an object with {len(value)} properties instead.")
-    for key, item in value.items():
-        if len(key) > ATTR_MAX_KEY:
-            raise openai_error(
-                f"Invalid 'attributes': key '{key[:80]}' is too long. Expected a key with at most "
-                f"{ATTR_MAX_KEY} characters, but got {len(key)} characters instead.")
-        if isinstance(item, str) and len(item) > ATTR_MAX_VALUE:
-            raise openai_error(
-                f"Invalid 'attributes.{key}': string too long. Expected a string with maximum length "
-                f"{ATTR_MAX_VALUE}, but got a string with length {len(item)} instead.")
+    check_key_value_map(value, "attributes")
     return dict(value)
 
 
