@@ -8,10 +8,10 @@ supplied"); a limit broken anywhere is reported with the ``param`` path that bro
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Generic, Literal, TypeVar, Union
+from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar, Union
 
 from fastapi import Response
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_serializer
 from pydantic_core import PydanticCustomError
 
 # Limits from the spec (ENDPOINTS.md §5 and the object schemas).
@@ -215,9 +215,22 @@ ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "
 # --- responses ---------------------------------------------------------------------------------
 
 class WireModel(BaseModel):
-    """A response object. Serialised once, here, with the spec's field names and nulls kept."""
+    """A response object. Serialised once, here, with the spec's field names and nulls kept.
+
+    A field the spec types as non-nullable but optional (a file's ``expires_at``) is listed in
+    ``omit_if_none``: it is left out, not sent as null, when it has no value.
+    """
 
     model_config = ConfigDict(populate_by_name=True)
+    omit_if_none: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _omit_absent(self, handler) -> dict[str, Any]:
+        data = handler(self)
+        for key in self.omit_if_none:
+            if data.get(key) is None:
+                data.pop(key, None)
+        return data
 
     def response(self) -> Response:
         return Response(self.model_dump_json(by_alias=True), media_type="application/json")

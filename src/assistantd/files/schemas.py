@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
-
-from pydantic import model_serializer
+from typing import Literal
 
 from assistantd.api.types import WireModel
 from assistantd.db.models import File
@@ -26,13 +24,8 @@ class FileObject(WireModel):
     purpose: str
     status: Literal["uploaded", "processed", "error"] = "processed"
 
-    @model_serializer(mode="wrap")
-    def _omit_no_expiry(self, handler) -> dict[str, Any]:
-        # ``expires_at`` is an integer in the spec, not nullable: absent when the file never expires.
-        data = handler(self)
-        if data.get("expires_at") is None:
-            data.pop("expires_at", None)
-        return data
+    # ``expires_at`` is an integer in the spec, not nullable: absent when the file never expires.
+    omit_if_none = ("expires_at",)
 
     @classmethod
     def from_row(cls, row: File) -> "FileObject":

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import AfterValidator, Field, StrictBool, model_serializer
+from pydantic import AfterValidator, Field, StrictBool
 
 from assistantd.api.types import Lenient, Metadata, RequestModel, WireModel, check_key_value_map
 from assistantd.db.models import VectorStore, VectorStoreFile, VectorStoreFileBatch
@@ -135,14 +135,8 @@ class VectorStoreObject(WireModel):
     last_active_at: int | None
     metadata: dict[str, str]
 
-    @model_serializer(mode="wrap")
-    def _omit_absent(self, handler) -> dict[str, Any]:
-        # ``expires_after`` and ``description`` are not nullable in the spec: absent when unset.
-        data = handler(self)
-        for key in ("expires_after", "description"):
-            if data.get(key) is None:
-                data.pop(key, None)
-        return data
+    # ``expires_after`` and ``description`` are not nullable in the spec: absent when unset.
+    omit_if_none = ("expires_after", "description")
 
     @classmethod
     def from_row(cls, row: VectorStore, by_status: dict[str, int], usage_bytes: int, now: int) -> "VectorStoreObject":
