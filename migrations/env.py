@@ -27,10 +27,25 @@ def _url() -> str:
     return settings.sqlalchemy_url
 
 
+# Search structures kept outside the model (see assistantd.db.models.Chunk).
+UNMANAGED_COLUMNS = {"tsv", "embedding_vec"}
+
+
+def _include(obj, name, type_, reflected, compare_to) -> bool:
+    if type_ == "table" and name and name.startswith("chunks_fts"):
+        return False
+    if type_ == "column" and reflected and compare_to is None and name in UNMANAGED_COLUMNS:
+        return False
+    if type_ == "index" and reflected and compare_to is None and name and name.startswith("ix_chunks_"):
+        return False
+    return True
+
+
 def _run(connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
+        include_object=_include,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
     )

@@ -324,7 +324,7 @@ def test_ingestion_resumes_after_a_crash(spawn):
     server = spawn("vs-crash")
     client = make_client(server.base_url)
     store = client.vector_stores.create()
-    ids = [client.files.create(file=(f"c{i}.txt", f"crash test {i} ".encode() * 3000),
+    ids = [client.files.create(file=(f"c{i}.txt", f"crash test {i} ".encode() * 300),
                                purpose="assistants").id for i in range(20)]
     client.vector_stores.file_batches.create(store.id, file_ids=ids)
     server.kill()

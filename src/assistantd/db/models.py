@@ -205,7 +205,10 @@ class VectorStoreFile(Base):
 
 
 class Chunk(Base):
-    """One chunk of a vector store file's text. ``embedding`` is filled by the embeddings step."""
+    """One chunk of a vector store file's text, with its vector (float32 bytes) and the model
+    that made it (``None`` when search is lexical only). Lexical search reads a full-text index
+    kept outside the model by migration 3b1f6a0c2d47: an FTS5 table on SQLite, a ``tsvector``
+    column on PostgreSQL."""
 
     __tablename__ = "chunks"
     __table_args__ = (
@@ -222,3 +225,4 @@ class Chunk(Base):
     text: Mapped[str] = mapped_column(Text)
     tokens: Mapped[int] = mapped_column(Integer)
     embedding: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    embedding_model: Mapped[str | None] = mapped_column(String(64), nullable=True)

@@ -41,10 +41,11 @@ from assistantd.runs.schemas import RunObject, RunStepObject
 from assistantd.sandbox.pool import SandboxPool
 from assistantd.settings import Settings
 from assistantd.threads.schemas import MessageObject
-from assistantd.tools import code_interpreter
+from assistantd.tools import code_interpreter, file_search
 from assistantd.tools.partial_json import StreamingStringField
 from assistantd.tools.presentation import tool_type_of
 from assistantd.upstream.client import UpstreamClient, UpstreamError
+from assistantd.vector_stores.search import Searcher
 
 log = logging.getLogger("assistantd.executor")
 
@@ -100,7 +101,7 @@ class RunCancelled(Exception):
 
 class RunExecutor:
     def __init__(self, db: Database, bus: EventBus, upstream: UpstreamClient, files: FileStore,
-                 settings: Settings, sandboxes: SandboxPool) -> None:
+                 settings: Settings, sandboxes: SandboxPool, searcher: Searcher | None = None) -> None:
         self.db, self.bus, self.upstream, self.files, self.settings = db, bus, upstream, files, settings
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.max_concurrent = settings.max_concurrent_runs
@@ -108,7 +109,9 @@ class RunExecutor:
         self._running: dict[str, tuple[asyncio.Task, RunContext]] = {}
         self._background: list[asyncio.Task] = []
         self.sandboxes = sandboxes
-        self.tool_runners: dict[str, Callable] = {"code_interpreter": code_interpreter.run}
+        self.searcher = searcher or Searcher(None)
+        self.tool_runners: dict[str, Callable] = {"code_interpreter": code_interpreter.run,
+                                                  "file_search": file_search.run}
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -474,13 +477,16 @@ class RunExecutor:
         self.emit(ctx.run.id, ("thread.run.step.created", "thread.run.step.in_progress"),
                   RunStepObject.from_row, step)
 
-    def _finalize_message(self, ctx: RunContext, turn: Turn, status: str, reason: str | None = None) -> None:
+    async def _finalize_message(self, ctx: RunContext, turn: Turn, status: str, reason: str | None = None) -> None:
         message, now = turn.message, ids.now()
         text = "".join(turn.text)
         content = _image_parts(turn.images)
         if text:
-            content.append({"type": "text", "text": {"value": text,
-                                                     "annotations": annotations(text, ctx.sandbox_files)}})
+            found = annotations(text, ctx.sandbox_files)
+            if "【" in text:
+                found += file_search.citations(text, await file_search.citation_sources(self, ctx.run.id))
+            found.sort(key=lambda a: a["start_index"])
+            content.append({"type": "text", "text": {"value": text, "annotations": found}})
         message.content = content
         message.status = status
         if status == "completed":
@@ -492,7 +498,7 @@ class RunExecutor:
         """Persist the turn's message (if one is open and not yet closed) and its step."""
         if turn.message is None or turn.message.status != "in_progress":
             return
-        self._finalize_message(ctx, turn, status)
+        await self._finalize_message(ctx, turn, status)
         step = turn.message_step
         step.status, step.completed_at = "completed", ids.now()
         async with self.db.write() as session:
@@ -584,7 +590,7 @@ class RunExecutor:
     async def _finish_completed(self, ctx: RunContext, turn: Turn) -> None:
         run, now = ctx.run, ids.now()
         if turn.message is not None:
-            self._finalize_message(ctx, turn, "completed")
+            await self._finalize_message(ctx, turn, "completed")
             turn.message_step.status, turn.message_step.completed_at = "completed", now
             turn.message_step.usage = turn.usage
         run.status, run.completed_at = "completed", now
@@ -606,7 +612,7 @@ class RunExecutor:
         cut_short = turn.message is not None and turn.message.status == "in_progress"
         async with self.db.write() as session:
             if cut_short:
-                self._finalize_message(ctx, turn, "incomplete", "max_tokens")
+                await self._finalize_message(ctx, turn, "incomplete", "max_tokens")
                 turn.message_step.status, turn.message_step.completed_at = "completed", now
                 turn.message_step.usage = turn.usage
                 session.add(turn.message)
@@ -640,7 +646,7 @@ class RunExecutor:
         turn = ctx.turn
         if turn is None or turn.message is None or turn.message.status != "in_progress":
             return []
-        self._finalize_message(ctx, turn, "incomplete", reason)
+        await self._finalize_message(ctx, turn, "incomplete", reason)
         session.add(turn.message)
         return [Event.of("thread.message.incomplete", MessageObject.from_row(turn.message))]
 

@@ -16,9 +16,10 @@ turns for a tag; each model request with that tag takes the next one. A turn is 
     usage           {"prompt_tokens", "completion_tokens"} to report
     hang            never answer (until the client gives up)
 
-With no script the model answers a tool result with "The tool returned: …", calls
-``code_interpreter`` when it is offered and the user asks something, and otherwise echoes the
-last user message. ``GET /__fake/requests`` lists the request bodies it received.
+With no script the model calls ``code_interpreter`` when it is offered and the user asks
+something, else ``file_search`` (with the user's words as the query) when that is offered; it
+answers a file_search result by quoting the first passage and copying its citation marker, any
+other tool result with "The tool returned: …", and otherwise echoes the last user message. ``GET /__fake/requests`` lists the request bodies it received.
 
     python -m assistantd.testing.fake_upstream --port 9000
 """
@@ -30,6 +31,7 @@ import asyncio
 import json
 import re
 import time
+import zlib
 from collections import defaultdict, deque
 from typing import Any
 
@@ -39,6 +41,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 TAG = re.compile(r"\[\[fake:([A-Za-z0-9_.-]+)\]\]")
+MARKER = re.compile(r"【\d+:\d+†[^】]*】")
 
 _scripts: dict[str, deque[dict[str, Any]]] = defaultdict(deque)
 _requests: list[dict[str, Any]] = []
@@ -65,12 +68,19 @@ def default_turn(body: dict[str, Any]) -> dict[str, Any]:
     messages = body.get("messages", [])
     last = messages[-1] if messages else {}
     if last.get("role") == "tool":
-        return {"text": f"The tool returned: {last.get('content', '')}"}
+        result = _text_of(last.get("content"))
+        cited = MARKER.search(result)
+        if cited:
+            passage = result[cited.end():].strip().split("\n")[0][:200]
+            return {"text": f"The files say: {passage} {cited.group(0)}"}
+        return {"text": f"The tool returned: {result}"}
     tool_names = {t.get("function", {}).get("name") for t in body.get("tools") or []}
     user_text = _text_of(last.get("content")) if last.get("role") == "user" else ""
     if "code_interpreter" in tool_names and user_text:
         return {"tool_calls": [{"name": "code_interpreter",
                                 "arguments": {"code": "x = (14 - 11) / 3\nprint(x)"}}]}
+    if "file_search" in tool_names and user_text:
+        return {"tool_calls": [{"name": "file_search", "arguments": {"query": TAG.sub("", user_text).strip()}}]}
     return {"text": f"You said: {user_text}" if user_text else "Hello!"}
 
 
@@ -153,7 +163,7 @@ async def embeddings(request: Request) -> Response:
     for i, text in enumerate(inputs):
         vec = [0.0] * dims
         for word in re.findall(r"\w+", text.lower()):
-            vec[hash(word) % dims] += 1.0
+            vec[zlib.crc32(word.encode()) % dims] += 1.0
         norm = sum(v * v for v in vec) ** 0.5 or 1.0
         data.append({"object": "embedding", "index": i, "embedding": [v / norm for v in vec]})
     return JSONResponse({"object": "list", "data": data, "model": body.get("model"),

@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from assistantd import ids, tool_resources
 from assistantd.api.errors import not_found
 from assistantd.api.pagination import PageParams, paginate
-from assistantd.db.models import Message, Run, RunStep, Thread
+from assistantd.db.models import Message, Run, RunStep, Thread, VectorStoreFile
 from assistantd.threads.schemas import (
     CreateMessageRequest,
     CreateThreadRequest,
@@ -105,7 +105,37 @@ async def add_message(
     )
     session.add(message)
     await session.flush()
+    searchable = [a.file_id for a in attachments if any(t.type == "file_search" for t in a.tools)]
+    if searchable:
+        await _add_to_thread_store(session, tenant, thread, searchable)
     return message
+
+
+THREAD_STORE_EXPIRY = {"anchor": "last_active_at", "days": 7}  # as OpenAI sets on the stores it makes
+
+
+async def _add_to_thread_store(session: AsyncSession, tenant: str, thread: Thread, file_ids: list[str]) -> None:
+    """Files attached for file_search go into the thread's vector store, made when it has none
+    (the store then appears in the thread's ``tool_resources``)."""
+    from assistantd.vector_stores import chunking
+    from assistantd.vector_stores import service as vector_stores
+
+    resources = dict(thread.tool_resources or {})
+    store_ids = list((resources.get("file_search") or {}).get("vector_store_ids", []))
+    live = await vector_stores.existing_ids(session, tenant, store_ids[:1])
+    if live:
+        store = await vector_stores.get(session, tenant, store_ids[0])
+    else:
+        store = await vector_stores.create(session, tenant, expires_after=THREAD_STORE_EXPIRY)
+        resources["file_search"] = {"vector_store_ids": [store.id]}
+        thread.tool_resources = resources
+    present = set(await session.scalars(select(VectorStoreFile.id).where(
+        VectorStoreFile.vector_store_id == store.id, VectorStoreFile.id.in_(file_ids))))
+    for file_id in dict.fromkeys(file_ids):
+        if file_id not in present:
+            await vector_stores.add_file(session, store, file_id, chunking.normalize(None), {}, None)
+    vector_stores.touch(store)
+    await session.flush()
 
 
 async def get_message(session: AsyncSession, tenant: str, thread_id: str, message_id: str) -> Message:

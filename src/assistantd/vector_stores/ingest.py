@@ -6,7 +6,8 @@ off the event loop, then writes the chunks and the terminal status in one transa
 the row is still ``in_progress`` and still its own (a cancelled or deleted file writes nothing).
 An unsupported or unreadable file fails with ``last_error`` and harms nothing else.
 
-Embeddings (next step) hook in at :meth:`Ingester._embed`, between chunking and the write.
+The chunks are embedded (``ASSISTANTD_EMBEDDINGS``) between chunking and the write; a failing
+embedder fails the file with its error.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from assistantd.db import Database
 from assistantd.db.models import Chunk, File, VectorStoreFile
 from assistantd.files.storage import FileStore
 from assistantd.vector_stores import chunking
+from assistantd.vector_stores.embeddings import Embedder, to_bytes
 from assistantd.vector_stores.extract import ExtractError, extract
 
 log = logging.getLogger("assistantd")
@@ -51,8 +53,8 @@ def _process(filename: str, path, strategy: dict[str, Any]) -> tuple[list[tuple[
 
 
 class Ingester:
-    def __init__(self, db: Database, files: FileStore) -> None:
-        self.db, self.files = db, files
+    def __init__(self, db: Database, files: FileStore, embedder: Embedder | None = None) -> None:
+        self.db, self.files, self.embedder = db, files, embedder
         self.worker = f"{socket.gethostname()}:{os.getpid()}:{ids.new_id('', 8)}"
         self._recovered = False
 
@@ -114,12 +116,15 @@ class Ingester:
             await self._finish(row, None, {"code": "invalid_file", "message": f"The file '{row.id}' no longer exists."})
             return
         pieces, error = await to_thread.run_sync(_process, filename, self.files.path(row.id), row.chunking_strategy)
-        embeddings = None if pieces is None else await self._embed([text for text, _ in pieces])
+        embeddings = None
+        if pieces is not None and self.embedder is not None:
+            try:
+                vectors = await self.embedder.embed([text for text, _ in pieces])
+                embeddings = [to_bytes(v) for v in vectors]
+            except Exception as exc:
+                log.warning("embedding %s failed: %s", row.id, exc)
+                pieces, error = None, {"code": "server_error", "message": f"Embedding the file failed: {exc}"}
         await self._finish(row, pieces, error, embeddings)
-
-    async def _embed(self, texts: list[str]) -> list[bytes | None] | None:
-        """Embeddings for the chunks (build step 4, part B); none yet."""
-        return None
 
     async def _finish(self, row: VectorStoreFile, pieces: list[tuple[str, int]] | None,
                       error: dict | None, embeddings: list[bytes | None] | None = None) -> None:
@@ -139,5 +144,6 @@ class Ingester:
                 await session.execute(insert(Chunk), [
                     {"id": ids.new_id("chunk_"), "tenant": row.tenant, "vector_store_id": row.vector_store_id,
                      "file_id": row.id, "index": i, "text": text, "tokens": n,
-                     "embedding": embeddings[i] if embeddings else None}
+                     "embedding": embeddings[i] if embeddings else None,
+                     "embedding_model": self.embedder.model_id if embeddings else None}
                     for i, (text, n) in enumerate(pieces)])

@@ -11,7 +11,7 @@ from assistantd.api.errors import invalid
 from assistantd.api.pagination import PageParams, page_params
 from assistantd.api.types import Deleted, ListResponse
 from assistantd.db.models import File
-from assistantd.vector_stores import chunking, search as searching, service
+from assistantd.vector_stores import chunking, service
 from assistantd.vector_stores.extract import ExtractError, extract
 from assistantd.vector_stores.schemas import (
     CreateVectorStoreFileBatchRequest,
@@ -208,8 +208,9 @@ async def search_vector_store(vector_store_id: str, body: VectorStoreSearchReque
     threshold = body.ranking_options.score_threshold if body.ranking_options else 0.0
     async with request.app.state.db.read() as session:
         await service.get(session, tenant, vector_store_id)
-        results = await searching.search(session, vector_store_id, queries, filters=body.filters,
-                                         max_num_results=body.max_num_results, score_threshold=threshold)
+        results = await request.app.state.searcher.search(
+            session, vector_store_id, queries, filters=body.filters,
+            max_num_results=body.max_num_results, score_threshold=threshold)
     async with request.app.state.db.write() as session:
         service.touch(await service.get(session, tenant, vector_store_id))
     items = [SearchResultItem(file_id=r["file_id"], filename=r["filename"], score=r["score"],
