@@ -20,7 +20,7 @@ depends_on: Union[str, Sequence[str], None] = None
 # `tsv` column is generated from `text`.
 SQLITE_UP = [
     "CREATE VIRTUAL TABLE chunks_fts USING fts5(text, content='chunks', content_rowid='seq', "
-    "tokenize='porter unicode61 remove_diacritics 2')",
+    "tokenize='unicode61 remove_diacritics 0')",
     "CREATE TRIGGER chunks_fts_insert AFTER INSERT ON chunks BEGIN "
     "INSERT INTO chunks_fts(rowid, text) VALUES (new.seq, new.text); END",
     "CREATE TRIGGER chunks_fts_delete AFTER DELETE ON chunks BEGIN "
@@ -29,7 +29,7 @@ SQLITE_UP = [
 ]
 SQLITE_DOWN = ["DROP TRIGGER chunks_fts_delete", "DROP TRIGGER chunks_fts_insert", "DROP TABLE chunks_fts"]
 POSTGRES_UP = [
-    "ALTER TABLE chunks ADD COLUMN tsv tsvector GENERATED ALWAYS AS (to_tsvector('english', text)) STORED",
+    "ALTER TABLE chunks ADD COLUMN tsv tsvector GENERATED ALWAYS AS (to_tsvector('simple', text)) STORED",
     "CREATE INDEX ix_chunks_tsv ON chunks USING gin (tsv)",
 ]
 POSTGRES_DOWN = ["DROP INDEX ix_chunks_tsv", "ALTER TABLE chunks DROP COLUMN tsv"]

@@ -4,7 +4,9 @@ Two rankings of the store's chunks, restricted to the files whose ``attributes``
 filters, are fused by reciprocal rank fusion (RRF, k = 60):
 
 - lexical: the database's full-text index — SQLite FTS5 ranked by its ``bm25()``, PostgreSQL's
-  ``tsvector`` ranked by ``ts_rank`` — over every query term (OR), English stemming on both;
+  ``tsvector`` ranked by ``ts_rank`` — over every query term (OR). Both split words the same way
+  (lower-cased, no stemming, no stop words: the ``simple`` configuration and ``unicode61``), so
+  a word matches alike on both; inflections and synonyms are the vector ranking's part;
 - vector: cosine similarity between the query's embedding and the chunks', computed in process
   with numpy over the store's vectors, which are cached per store and reloaded when the store's
   chunks change. A chunk under the embedder's ``min_similarity`` is not a vector match.
@@ -139,10 +141,10 @@ _SQLITE_LEXICAL_FILES = text(
     "WHERE chunks_fts MATCH :match AND c.vector_store_id = :store AND c.file_id IN :files "
     "ORDER BY bm25(chunks_fts) LIMIT :limit").bindparams(bindparam("files", expanding=True))
 _POSTGRES_LEXICAL = text(
-    "SELECT seq FROM chunks, to_tsquery('english', :match) AS q "
+    "SELECT seq FROM chunks, to_tsquery('simple', :match) AS q "
     "WHERE vector_store_id = :store AND tsv @@ q ORDER BY ts_rank(tsv, q) DESC, seq LIMIT :limit")
 _POSTGRES_LEXICAL_FILES = text(
-    "SELECT seq FROM chunks, to_tsquery('english', :match) AS q "
+    "SELECT seq FROM chunks, to_tsquery('simple', :match) AS q "
     "WHERE vector_store_id = :store AND file_id IN :files AND tsv @@ q "
     "ORDER BY ts_rank(tsv, q) DESC, seq LIMIT :limit").bindparams(bindparam("files", expanding=True))
 
@@ -166,7 +168,8 @@ async def _lexical(session: AsyncSession, store: str, queries: list[str], files:
 
 
 def _vector(stored: StoreVectors, query_vectors: np.ndarray, files: list[str] | None, limit: int,
-            floor: float) -> list[int]:
+            floor: float) -> dict[int, float]:
+    """The ``limit`` most similar chunks at or over ``floor``: seq → similarity, best first."""
     similarity = stored.vectors @ query_vectors.T
     similarity = similarity.max(axis=1) if similarity.ndim == 2 else similarity
     if files is not None:
@@ -175,7 +178,7 @@ def _vector(stored: StoreVectors, query_vectors: np.ndarray, files: list[str] | 
     limit = min(limit, len(similarity))
     top = np.argpartition(-similarity, limit - 1)[:limit] if limit else np.array([], dtype=np.int64)
     top = top[np.argsort(-similarity[top], kind="stable")]
-    return [int(stored.seqs[i]) for i in top if similarity[i] >= floor]
+    return {int(stored.seqs[i]): float(similarity[i]) for i in top if similarity[i] >= floor}
 
 
 def fuse(rankings: list[list[int]], k: int = RRF_K) -> dict[int, float]:
@@ -212,14 +215,17 @@ class Searcher:
         limit = max(CANDIDATES, max_num_results)
 
         rankings = [await _lexical(session, vector_store_id, queries, restrict, limit)]
+        similarity: dict[int, float] = {}
         if self.embedder is not None:
             stored = await self.cache.get(session, vector_store_id, self.embedder.model_id)
             if stored is not None:
                 if query_vectors is None:
                     query_vectors = await self.embed_queries(queries)
-                rankings.append(_vector(stored, query_vectors, restrict, limit, self.embedder.min_similarity))
+                similarity = _vector(stored, query_vectors, restrict, limit, self.embedder.min_similarity)
+                rankings.append(list(similarity))
         scores = fuse(rankings)
-        best = sorted(scores, key=lambda s: (-scores[s], s))
+        # Equal fused scores (say, rank 1 lexically against rank 1 by meaning) go to the closer meaning.
+        best = sorted(scores, key=lambda s: (-scores[s], -similarity.get(s, -1.0), s))
         best = [s for s in best if scores[s] >= score_threshold][:max_num_results]
         if not best:
             return []

@@ -1,0 +1,201 @@
+"""The file_search tool in runs (issue 5, items 2, 4, 6, 7): hybrid retrieval with the local
+embedding model, the tool-call run step, citation markers → ``file_citation`` annotations, the
+assistant's tool settings, thread vector stores made for message attachments, and the other
+embeddings modes."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.conftest import make_client
+from tests.support.fake import marker
+from tests.support.runs import POLL_MS, assistant
+
+FILE_SEARCH = {"type": "file_search"}
+SEARCH_CONTENT = "step_details.tool_calls[*].file_search.results[*].content"
+
+# Ten short documents on unrelated subjects, and questions that paraphrase each one without
+# sharing its key words: lexical search alone cannot answer them.
+CORPUS = {
+    "volcano.txt": "Magma rising through the crust erupts as lava, ash and gas; Mount Etna in Sicily is "
+                   "one of the most active examples.",
+    "bread.txt": "Knead the dough for ten minutes, let it prove until doubled, then bake the loaf at "
+                 "220 degrees until the crust is golden.",
+    "password.txt": "To reset your password, open Settings, choose Security and follow the link that is "
+                    "emailed to you.",
+    "revenue.txt": "Quarterly revenue grew by twelve percent, driven mostly by subscriptions to the cloud "
+                   "storage plan.",
+    "cat.txt": "The cat slept on the windowsill all afternoon and purred whenever someone stroked its fur.",
+    "train.txt": "The night train to Vienna leaves platform four at 21:40 and has sleeping compartments.",
+    "vaccine.txt": "Immunisation trains the body's defences to recognise a pathogen before an infection "
+                   "ever happens.",
+    "football.txt": "The striker scored twice in the second half and the home side won the match 3-1.",
+    "tax.txt": "Self-employed workers must file their income declaration with the revenue service by "
+               "the end of January.",
+    "piano.txt": "Practise scales slowly with both hands, keeping the wrists relaxed and the fingers curved "
+                 "over the keys.",
+}
+QUESTIONS = {
+    "How can I get back into my account if I forgot my login secret?": "password.txt",
+    "Which mountain spews molten rock in Italy?": "volcano.txt",
+    "How much did the company's sales increase?": "revenue.txt",
+    "What did the kitty do during the day?": "cat.txt",
+    "When does the overnight rail service to Austria depart?": "train.txt",
+    "How do shots protect people from disease?": "vaccine.txt",
+    "Who won the soccer game?": "football.txt",
+    "What is the deadline for freelancers to submit their earnings statement?": "tax.txt",
+    "How should a beginner exercise on the keyboard instrument?": "piano.txt",
+    "How long should I work the mixture before baking?": "bread.txt",
+}
+
+
+def _corpus_store(client, files=CORPUS):
+    store = client.vector_stores.create(name="corpus")
+    batch = client.vector_stores.file_batches.upload_and_poll(
+        vector_store_id=store.id, files=[(name, text.encode()) for name, text in files.items()],
+        poll_interval_ms=100)
+    assert batch.status == "completed" and batch.file_counts.completed == len(files)
+    ids = [f.id for f in client.vector_stores.files.list(store.id, limit=100).data]
+    return store, {i: client.files.retrieve(i).filename for i in ids}
+
+
+def test_paraphrased_questions_find_the_right_passage_first(client):
+    store, names = _corpus_store(client)
+    for question, expected in QUESTIONS.items():
+        page = client.vector_stores.search(store.id, query=question, max_num_results=3)
+        assert page.data, question
+        assert page.data[0].filename == expected, (question, [(r.filename, r.score) for r in page.data])
+        assert names[page.data[0].file_id] == expected
+
+
+def _search_run(client, fake_upstream, question: str, *turns, tools=(FILE_SEARCH,), **resources):
+    tag = fake_upstream.script(*turns) if turns else None
+    bot = assistant(client, tools=list(tools), **resources)
+    content = f"{question} {marker(tag)}" if tag else question
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": content}])
+    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=bot.id,
+                                                   poll_interval_ms=POLL_MS, timeout=60)
+    assert run.status == "completed", run.last_error
+    return thread, run
+
+
+def test_run_cites_the_file_it_found(client, fake_upstream):
+    store, names = _corpus_store(client)
+    # No script: the fake model calls file_search with the question, then quotes the first
+    # passage and copies its marker.
+    thread, run = _search_run(client, fake_upstream, "How do I reset my password?",
+                              tool_resources={"file_search": {"vector_store_ids": [store.id]}})
+    steps = client.beta.threads.runs.steps.list(run_id=run.id, thread_id=thread.id, order="asc").data
+    assert [s.type for s in steps] == ["tool_calls", "message_creation"]
+    call = steps[0].step_details.tool_calls[0]
+    assert call.type == "file_search" and call.id.startswith("call_")
+    assert call.file_search.ranking_options.ranker == "default_2024_08_21"
+    assert call.file_search.ranking_options.score_threshold == 0.0
+    results = call.file_search.results
+    assert results and results[0].file_name == "password.txt" and names[results[0].file_id] == "password.txt"
+    assert all(r.content is None for r in results)  # content only when include[] asks for it
+    scores = [r.score for r in results]
+    assert scores == sorted(scores, reverse=True) and all(0 <= s <= 1 for s in scores)
+
+    full = client.beta.threads.runs.steps.retrieve(step_id=steps[0].id, thread_id=thread.id, run_id=run.id,
+                                                   include=[SEARCH_CONTENT])
+    first = full.step_details.tool_calls[0].file_search.results[0]
+    assert first.content[0].type == "text" and "Settings" in first.content[0].text
+
+    # What the model read: the passages, each under its marker.
+    message = client.beta.threads.messages.list(thread_id=thread.id, run_id=run.id).data[0]
+    text = message.content[0].text
+    assert "【0:0†password.txt】" in text.value
+    [annotation] = text.annotations
+    assert annotation.type == "file_citation"
+    assert annotation.file_citation.file_id == results[0].file_id
+    assert text.value[annotation.start_index:annotation.end_index] == annotation.text == "【0:0†password.txt】"
+
+
+def test_markers_of_several_calls_and_unknown_markers(client, fake_upstream):
+    store, names = _corpus_store(client)
+    by_name = {v: k for k, v in names.items()}
+    answer = ("Trains: 【0:0†train.txt】. Cats: 【1:0†cat.txt】. Made up: 【7:3†nothing.txt】 and 【1:99†cat.txt】.")
+    thread, run = _search_run(
+        client, fake_upstream, "two questions",
+        {"tool_calls": [{"name": "file_search", "arguments": {"query": "night train to Vienna"}},
+                        {"name": "file_search", "arguments": {"query": "cat windowsill purred"}}]},
+        {"text": answer},
+        tool_resources={"file_search": {"vector_store_ids": [store.id]}})
+    message = client.beta.threads.messages.list(thread_id=thread.id, run_id=run.id).data[0]
+    text = message.content[0].text
+    assert text.value == answer
+    cited = [(a.text, a.file_citation.file_id) for a in text.annotations]
+    assert cited == [("【0:0†train.txt】", by_name["train.txt"]), ("【1:0†cat.txt】", by_name["cat.txt"])]
+    for a in text.annotations:
+        assert text.value[a.start_index:a.end_index] == a.text
+
+
+def test_assistant_settings_limit_results_and_threshold(client, fake_upstream):
+    store, _ = _corpus_store(client)
+    tool = {"type": "file_search", "file_search": {"max_num_results": 2,
+                                                   "ranking_options": {"score_threshold": 0.3}}}
+    thread, run = _search_run(client, fake_upstream, "revenue grew subscriptions", tools=[tool],
+                              tool_resources={"file_search": {"vector_store_ids": [store.id]}})
+    step = client.beta.threads.runs.steps.list(run_id=run.id, thread_id=thread.id, order="asc").data[0]
+    search = step.step_details.tool_calls[0].file_search
+    assert search.ranking_options.score_threshold == 0.3
+    assert 1 <= len(search.results) <= 2 and all(r.score >= 0.3 for r in search.results)
+    assert search.results[0].file_name == "revenue.txt"
+
+
+def test_without_stores_the_model_is_told_so(client, fake_upstream):
+    tag = fake_upstream.script({"tool_calls": [{"name": "file_search", "arguments": {"query": "anything"}}]},
+                               {"text": "Nothing to cite."})
+    bot = assistant(client, tools=[FILE_SEARCH])
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": f"search {marker(tag)}"}])
+    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=bot.id, poll_interval_ms=POLL_MS)
+    assert run.status == "completed"
+    tool_message = fake_upstream.requests(tag)[-1]["messages"][-1]
+    assert tool_message["role"] == "tool" and "nothing to search" in tool_message["content"]
+
+
+def test_attachment_makes_the_thread_store(client, fake_upstream):
+    doc = client.files.create(file=("manual.txt", b"The flux capacitor needs 1.21 gigawatts to operate."),
+                              purpose="assistants")
+    thread = client.beta.threads.create(messages=[{
+        "role": "user", "content": "Here is the manual.",
+        "attachments": [{"file_id": doc.id, "tools": [FILE_SEARCH]}]}])
+    [store_id] = thread.tool_resources.file_search.vector_store_ids
+    store = client.vector_stores.retrieve(store_id)
+    assert store.expires_after.anchor == "last_active_at" and store.expires_after.days == 7
+    vs_file = client.vector_stores.files.retrieve(doc.id, vector_store_id=store_id)
+    assert vs_file.status in ("in_progress", "completed")
+    # A second attachment goes into the same store.
+    other = client.files.create(file=("other.txt", b"Marty drives a DeLorean."), purpose="assistants")
+    client.beta.threads.messages.create(thread.id, role="user",
+                                        content="How much power does the flux capacitor need?",
+                                        attachments=[{"file_id": other.id, "tools": [FILE_SEARCH]}])
+    assert client.beta.threads.retrieve(thread.id).tool_resources.file_search.vector_store_ids == [store_id]
+    for file_id in (doc.id, other.id):
+        polled = client.vector_stores.files.poll(file_id, vector_store_id=store_id, poll_interval_ms=100)
+        assert polled.status == "completed"
+
+    bot = assistant(client, tools=[FILE_SEARCH])
+    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=bot.id, poll_interval_ms=POLL_MS)
+    assert run.status == "completed", run.last_error
+    message = client.beta.threads.messages.list(thread_id=thread.id, run_id=run.id).data[0]
+    annotation = message.content[0].text.annotations[0]
+    assert annotation.file_citation.file_id == doc.id and "gigawatts" in message.content[0].text.value
+
+
+@pytest.mark.parametrize("mode", ["upstream:fake-embedding", "none"])
+def test_other_embedding_modes(spawn, mode):
+    server = spawn(f"embeddings-{mode.split(':')[0]}", ASSISTANTD_EMBEDDINGS=mode)
+    client = make_client(server.base_url)
+    store, _ = _corpus_store(client)
+    page = client.vector_stores.search(store.id, query="night train Vienna platform", max_num_results=3)
+    assert page.data[0].filename == "train.txt"
+    assert 0.5 <= page.data[0].score <= 1.0
+    # Lexical only: a question that shares no word with any document finds nothing.
+    if mode == "none":
+        assert client.vector_stores.search(store.id, query="kitty afternoon nap?").data[0].filename == "cat.txt"
+        assert client.vector_stores.search(store.id, query="zebra xylophone").data == []
+    client.close()
