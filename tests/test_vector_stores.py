@@ -361,3 +361,14 @@ def test_store_past_its_expiry_is_expired(spawn, backend):
     with sqlite3.connect(server.data_dir / "assistantd.db") as db:
         db.execute("UPDATE vector_stores SET expires_at = ? WHERE id = ?", (int(time.time()) - 1, store.id))
     assert client.vector_stores.retrieve(store.id).status == "expired"
+    # An expired store cannot be searched, and using it does not bring it back.
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.vector_stores.search(store.id, query="anything")
+    assert refused.value.body["code"] == "vector_store_expired"
+    assert client.vector_stores.retrieve(store.id).status == "expired"
+    # A run whose file_search would read it fails, saying why.
+    bot = client.beta.assistants.create(model="gpt-4o", tools=[{"type": "file_search"}],
+                                        tool_resources={"file_search": {"vector_store_ids": [store.id]}})
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "search the files"}])
+    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=bot.id, poll_interval_ms=50)
+    assert run.status == "failed" and "has expired" in run.last_error.message

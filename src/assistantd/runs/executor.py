@@ -37,6 +37,7 @@ from assistantd.files.storage import FileStore
 from assistantd.runs import prompt as prompts
 from assistantd.runs import tokens
 from assistantd.runs.events import Event, EventBus
+from assistantd.runs.failures import RunFailure
 from assistantd.runs.schemas import RunObject, RunStepObject
 from assistantd.sandbox.pool import SandboxPool
 from assistantd.settings import Settings
@@ -306,7 +307,7 @@ class RunExecutor:
                                       f"The run made more than {MAX_TURNS} model turns without answering.")
         except RunCancelled:
             await self._finish_cancelled(ctx)
-        except UpstreamError as exc:
+        except RunFailure as exc:  # the upstream's failure, or a tool's
             await self._finish_failed(ctx, exc.code, exc.message)
         except asyncio.CancelledError:
             raise

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from assistantd.db.models import RunStep, Thread, VectorStore
+from assistantd.runs.failures import RunFailure
 from assistantd.vector_stores import service as vector_stores
 
 if TYPE_CHECKING:
@@ -43,8 +44,13 @@ async def store_ids(executor: "RunExecutor", ctx: "RunContext") -> list[str]:
         if thread is not None:
             wanted += (thread.tool_resources or {}).get("file_search", {}).get("vector_store_ids", [])
         wanted = list(dict.fromkeys(wanted))
-        live = set(await session.scalars(select(VectorStore.id).where(
-            VectorStore.id.in_(wanted), VectorStore.tenant == run.tenant)))
+        live = {s.id: s for s in await session.scalars(select(VectorStore).where(
+            VectorStore.id.in_(wanted), VectorStore.tenant == run.tenant))}
+    for store in live.values():
+        if vector_stores.is_expired(store):
+            # As OpenAI does: a run on a thread whose vector store expired fails.
+            raise RunFailure("server_error", f"The vector store '{store.id}' has expired. Create a new vector store, "
+                               "add the files to it and attach it to the assistant or thread.")
     return [w for w in wanted if w in live]
 
 

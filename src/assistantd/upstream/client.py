@@ -13,16 +13,14 @@ from typing import Any
 
 import httpx
 
+from assistantd.runs.failures import RunFailure
+
 
 CONNECT_RETRIES = 2
 
 
-class UpstreamError(Exception):
+class UpstreamError(RunFailure):
     """The upstream failed; ``code`` is the run's ``last_error.code``."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code, self.message = code, message
 
 
 class UpstreamClient:

@@ -207,7 +207,8 @@ async def search_vector_store(vector_store_id: str, body: VectorStoreSearchReque
     queries = [body.query] if isinstance(body.query, str) else list(body.query)
     threshold = body.ranking_options.score_threshold if body.ranking_options else 0.0
     async with request.app.state.db.read() as session:
-        await service.get(session, tenant, vector_store_id)
+        if service.is_expired(await service.get(session, tenant, vector_store_id)):
+            raise service.expired_error(vector_store_id)
         results = await request.app.state.searcher.search(
             session, vector_store_id, queries, filters=body.filters,
             max_num_results=body.max_num_results, score_threshold=threshold)

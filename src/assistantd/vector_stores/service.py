@@ -68,9 +68,21 @@ def _expiry(expires_after: dict[str, Any] | None, last_active_at: int) -> int | 
     return last_active_at + expires_after["days"] * DAY if expires_after else None
 
 
+def is_expired(row: VectorStore, now: int | None = None) -> bool:
+    return row.expires_at is not None and row.expires_at <= (ids.now() if now is None else now)
+
+
+def expired_error(vector_store_id: str) -> APIError:
+    return invalid(f"Vector store '{vector_store_id}' has expired: create a new vector store and "
+                   "add the files to it again.", code="vector_store_expired")
+
+
 def touch(row: VectorStore, now: int | None = None) -> None:
-    """The store was used: move ``last_active_at`` and the expiry anchored to it."""
+    """The store was used: move ``last_active_at`` and the expiry anchored to it (an expired
+    store stays expired)."""
     now = ids.now() if now is None else now
+    if is_expired(row, now):
+        return
     row.last_active_at = now
     row.expires_at = _expiry(row.expires_after, now)
 
