@@ -1,8 +1,11 @@
 """Fixtures: a live assistantd server per database backend, driven over real HTTP.
 
 The whole suite runs once per backend in ``ASSISTANTD_TEST_BACKENDS`` (default
-``sqlite,postgresql``). PostgreSQL needs ``ASSISTANTD_TEST_POSTGRES_URL`` (a server where the
-tests may create databases); ``scripts/test`` starts one and sets it.
+``sqlite,postgresql,pgvector``). PostgreSQL needs ``ASSISTANTD_TEST_POSTGRES_URL`` (a server where
+the tests may create databases; Debian's, without pgvector); ``scripts/test`` starts one and sets
+it. The ``pgvector`` backend is a PostgreSQL with the pgvector extension
+(``ASSISTANTD_TEST_PGVECTOR_URL``, started by ``scripts/pgvector-server``); only the modules that
+search vectors run on it (``pytestmark = pytest.mark.vector_search``).
 """
 
 from __future__ import annotations
@@ -21,8 +24,27 @@ from tests.support.fake import FakeUpstream
 from tests.support.server import ServerProcess
 from tests.support.spec import validate_response
 
-BACKENDS = [b.strip() for b in os.environ.get("ASSISTANTD_TEST_BACKENDS", "sqlite,postgresql").split(",") if b.strip()]
-POSTGRES_URL = os.environ.get("ASSISTANTD_TEST_POSTGRES_URL")
+BACKENDS = [b.strip() for b in os.environ.get("ASSISTANTD_TEST_BACKENDS", "sqlite,postgresql,pgvector").split(",")
+            if b.strip()]
+SERVER_URLS = {"postgresql": os.environ.get("ASSISTANTD_TEST_POSTGRES_URL"),
+               "pgvector": os.environ.get("ASSISTANTD_TEST_PGVECTOR_URL")}
+POSTGRES_URL = SERVER_URLS["postgresql"]
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "vector_search: also run on the pgvector backend")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """The pgvector backend runs only the modules that search vectors."""
+    keep, drop = [], []
+    for item in items:
+        params = getattr(item, "callspec", None)
+        on_pgvector = params is not None and params.params.get("backend") == "pgvector"
+        (drop if on_pgvector and item.get_closest_marker("vector_search") is None else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 # --- spec validation on every response ---------------------------------------------------------
@@ -56,11 +78,11 @@ def make_http(url: str, **kwargs) -> httpx.Client:
 
 # --- databases ---------------------------------------------------------------------------------
 
-def _pg_admin(sql: str) -> None:
+def _pg_admin(url: str, sql: str) -> None:
     import asyncpg
 
     async def run() -> None:
-        conn = await asyncpg.connect(POSTGRES_URL)
+        conn = await asyncpg.connect(url)
         try:
             await conn.execute(sql)
         finally:
@@ -80,25 +102,26 @@ class DatabaseFactory:
         if self.backend == "sqlite":
             return data_dir, None
         db = f"assistantd_test_{secrets.token_hex(6)}"
-        _pg_admin(f'CREATE DATABASE "{db}"')
+        server = SERVER_URLS[self.backend]
+        _pg_admin(server, f'CREATE DATABASE "{db}"')
         self.created.append(db)
-        base = POSTGRES_URL.rsplit("/", 1)[0]
-        return data_dir, f"{base}/{db}"
+        return data_dir, f"{server.rsplit('/', 1)[0]}/{db}"
 
     def drop_all(self) -> None:
         for db in self.created:
             try:
-                _pg_admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+                _pg_admin(SERVER_URLS[self.backend], f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
             except Exception:
                 pass
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
 def backend(request) -> str:
-    if request.param == "postgresql" and not POSTGRES_URL:
+    if request.param != "sqlite" and not SERVER_URLS[request.param]:
+        variable = f"ASSISTANTD_TEST_{'POSTGRES' if request.param == 'postgresql' else 'PGVECTOR'}_URL"
         if os.environ.get("CI"):
-            pytest.fail("ASSISTANTD_TEST_POSTGRES_URL is not set: CI must test PostgreSQL")
-        pytest.skip("PostgreSQL backend: set ASSISTANTD_TEST_POSTGRES_URL (scripts/test does)")
+            pytest.fail(f"{variable} is not set: CI must test the {request.param} backend")
+        pytest.skip(f"{request.param} backend: set {variable} (scripts/test does)")
     return request.param
 
 
@@ -171,7 +194,7 @@ def no_sandbox_left_behind(databases) -> Iterator[None]:
     from assistantd.settings import Settings
 
     urls = [None] if databases.backend == "sqlite" else \
-        [f"{POSTGRES_URL.rsplit('/', 1)[0]}/{db}" for db in databases.created]
+        [f"{SERVER_URLS[databases.backend].rsplit('/', 1)[0]}/{db}" for db in databases.created]
     ours = {instance_id(Settings(_env_file=None, data_dir=d, database_url=u))
             for d in databases.root.iterdir() if d.is_dir() for u in urls}
     left = [c for c in engine.containers.list(all=True, filters={"label": "assistantd.sandbox=1"})

@@ -13,6 +13,8 @@ from tests.conftest import make_client
 from tests.support.fake import marker
 from tests.support.runs import POLL_MS, assistant
 
+pytestmark = pytest.mark.vector_search  # also on the pgvector backend
+
 FILE_SEARCH = {"type": "file_search"}
 SEARCH_CONTENT = "step_details.tool_calls[*].file_search.results[*].content"
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+pytestmark = pytest.mark.vector_search  # also on the pgvector backend
+
 DOCS = {
     "volcanoes.txt": ("Volcanoes erupt when magma rises through the crust. Lava flows and ash clouds "
                       "follow an eruption.", {"topic": "geology", "year": 2021, "public": True}),

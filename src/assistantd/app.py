@@ -25,7 +25,7 @@ from assistantd.runs.executor import RunExecutor
 from assistantd.runs.router import router as runs_router
 from assistantd.threads.router import router as threads_router
 from assistantd.upstream.client import UpstreamClient
-from assistantd.vector_stores import embeddings
+from assistantd.vector_stores import embeddings, pgvector
 from assistantd.vector_stores.ingest import INTERVAL_SECONDS as INGEST_INTERVAL, Ingester
 from assistantd.vector_stores.search import Searcher
 from assistantd.vector_stores.router import router as vector_stores_router
@@ -70,7 +70,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         embedder = embeddings.from_setting(settings.embeddings, app.state.upstream)
         if isinstance(embedder, embeddings.LocalEmbedder):
             await to_thread.run_sync(embedder.warm_up)  # load and check the model now, not on first use
-        app.state.searcher = Searcher(embedder)
+        pg = await pgvector.prepare(app.state.db) if embedder is not None else None
+        app.state.searcher = Searcher(embedder, pgvector=pg)
         app.state.sandboxes = SandboxPool(settings)
         await app.state.sandboxes.start()
         app.state.executor = RunExecutor(app.state.db, app.state.bus, app.state.upstream, app.state.files,
@@ -80,7 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             asyncio.create_task(_supervise("file expiry", SWEEP_INTERVAL_SECONDS, sweep_expired, app.state)),
             asyncio.create_task(_supervise("sandbox reaping", SANDBOX_REAP_SECONDS, app.state.sandboxes.reap_idle)),
             asyncio.create_task(_supervise("vector store ingestion", INGEST_INTERVAL,
-                                           Ingester(app.state.db, app.state.files, embedder).drain)),
+                                           Ingester(app.state.db, app.state.files, embedder, pg).drain)),
         ]
         try:
             yield

@@ -29,6 +29,7 @@ from assistantd.db.models import Chunk, File, VectorStoreFile
 from assistantd.files.storage import FileStore
 from assistantd.vector_stores import chunking
 from assistantd.vector_stores.embeddings import Embedder, to_bytes
+from assistantd.vector_stores.pgvector import PgVector
 from assistantd.vector_stores.extract import ExtractError, extract
 
 log = logging.getLogger("assistantd")
@@ -53,8 +54,9 @@ def _process(filename: str, path, strategy: dict[str, Any]) -> tuple[list[tuple[
 
 
 class Ingester:
-    def __init__(self, db: Database, files: FileStore, embedder: Embedder | None = None) -> None:
-        self.db, self.files, self.embedder = db, files, embedder
+    def __init__(self, db: Database, files: FileStore, embedder: Embedder | None = None,
+                 pgvector: PgVector | None = None) -> None:
+        self.db, self.files, self.embedder, self.pgvector = db, files, embedder, pgvector
         self.worker = f"{socket.gethostname()}:{os.getpid()}:{ids.new_id('', 8)}"
         self._recovered = False
 
@@ -116,18 +118,17 @@ class Ingester:
             await self._finish(row, None, {"code": "invalid_file", "message": f"The file '{row.id}' no longer exists."})
             return
         pieces, error = await to_thread.run_sync(_process, filename, self.files.path(row.id), row.chunking_strategy)
-        embeddings = None
+        vectors = None
         if pieces is not None and self.embedder is not None:
             try:
                 vectors = await self.embedder.embed([text for text, _ in pieces])
-                embeddings = [to_bytes(v) for v in vectors]
             except Exception as exc:
                 log.warning("embedding %s failed: %s", row.id, exc)
                 pieces, error = None, {"code": "server_error", "message": f"Embedding the file failed: {exc}"}
-        await self._finish(row, pieces, error, embeddings)
+        await self._finish(row, pieces, error, vectors)
 
     async def _finish(self, row: VectorStoreFile, pieces: list[tuple[str, int]] | None,
-                      error: dict | None, embeddings: list[bytes | None] | None = None) -> None:
+                      error: dict | None, vectors: Any = None) -> None:
         mine = and_(VectorStoreFile.seq == row.seq, VectorStoreFile.status == "in_progress",
                     VectorStoreFile.worker == self.worker)
         async with self.db.write() as session:
@@ -141,9 +142,14 @@ class Ingester:
             if result.rowcount != 1:
                 return  # cancelled, deleted or re-added meanwhile: keep nothing
             if pieces:
-                await session.execute(insert(Chunk), [
-                    {"id": ids.new_id("chunk_"), "tenant": row.tenant, "vector_store_id": row.vector_store_id,
-                     "file_id": row.id, "index": i, "text": text, "tokens": n,
-                     "embedding": embeddings[i] if embeddings else None,
-                     "embedding_model": self.embedder.model_id if embeddings else None}
-                    for i, (text, n) in enumerate(pieces)])
+                rows = [{"id": ids.new_id("chunk_"), "tenant": row.tenant, "vector_store_id": row.vector_store_id,
+                         "file_id": row.id, "index": i, "text": text, "tokens": n,
+                         "embedding": to_bytes(vectors[i]) if vectors is not None else None,
+                         "embedding_model": self.embedder.model_id if vectors is not None else None}
+                        for i, (text, n) in enumerate(pieces)]
+                if vectors is not None and self.pgvector is not None:
+                    seqs = (await session.scalars(
+                        insert(Chunk).returning(Chunk.seq, sort_by_parameter_order=True), rows)).all()
+                    await self.pgvector.write(session, self.embedder.model_id, list(seqs), list(vectors))
+                else:
+                    await session.execute(insert(Chunk), rows)

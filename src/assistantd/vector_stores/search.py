@@ -7,9 +7,10 @@ filters, are fused by reciprocal rank fusion (RRF, k = 60):
   ``tsvector`` ranked by ``ts_rank`` — over every query term (OR). Both split words the same way
   (lower-cased, no stemming, no stop words: the ``simple`` configuration and ``unicode61``), so
   a word matches alike on both; inflections and synonyms are the vector ranking's part;
-- vector: cosine similarity between the query's embedding and the chunks', computed in process
-  with numpy over the store's vectors, which are cached per store and reloaded when the store's
-  chunks change. A chunk under the embedder's ``min_similarity`` is not a vector match.
+- vector: cosine similarity between the query's embedding and the chunks'. On PostgreSQL with
+  pgvector, by an HNSW index there (:mod:`assistantd.vector_stores.pgvector`); otherwise in
+  process with numpy over the store's vectors, which are cached per store and reloaded when the
+  store's chunks change. A chunk under the embedder's ``min_similarity`` is not a vector match.
 
 The reported ``score`` is the fused RRF score divided by the best one attainable (rank 1 in every
 ranking that was made), so it lies in 0..1 and ``score_threshold`` compares against it. With
@@ -31,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from assistantd.db.models import Chunk, File, VectorStoreFile
 from assistantd.vector_stores.embeddings import Embedder, from_bytes
+from assistantd.vector_stores.pgvector import PgVector
 from assistantd.vector_stores.schemas import ComparisonFilter, CompoundFilter
 
 RRF_K = 60
@@ -192,9 +194,11 @@ def fuse(rankings: list[list[int]], k: int = RRF_K) -> dict[int, float]:
 
 
 class Searcher:
-    def __init__(self, embedder: Embedder | None, cache: VectorCache | None = None) -> None:
+    def __init__(self, embedder: Embedder | None, cache: VectorCache | None = None,
+                 pgvector: PgVector | None = None) -> None:
         self.embedder = embedder
         self.cache = cache or VectorCache()
+        self.pgvector = pgvector  # PostgreSQL with pgvector: vectors are searched there
 
     async def embed_queries(self, queries: list[str]) -> np.ndarray | None:
         if self.embedder is None:
@@ -216,12 +220,20 @@ class Searcher:
 
         rankings = [await _lexical(session, vector_store_id, queries, restrict, limit)]
         similarity: dict[int, float] = {}
-        if self.embedder is not None:
-            stored = await self.cache.get(session, vector_store_id, self.embedder.model_id)
+        embedder = self.embedder
+        if embedder is not None and self.pgvector is not None:
+            if await self.pgvector.has_vectors(session, vector_store_id, embedder.model_id):
+                if query_vectors is None:
+                    query_vectors = await self.embed_queries(queries)
+                similarity = await self.pgvector.nearest(session, vector_store_id, embedder.model_id, query_vectors,
+                                                         restrict, limit, embedder.min_similarity)
+                rankings.append(list(similarity))
+        elif embedder is not None:
+            stored = await self.cache.get(session, vector_store_id, embedder.model_id)
             if stored is not None:
                 if query_vectors is None:
                     query_vectors = await self.embed_queries(queries)
-                similarity = _vector(stored, query_vectors, restrict, limit, self.embedder.min_similarity)
+                similarity = _vector(stored, query_vectors, restrict, limit, embedder.min_similarity)
                 rankings.append(list(similarity))
         scores = fuse(rankings)
         # Equal fused scores (say, rank 1 lexically against rank 1 by meaning) go to the closer meaning.
