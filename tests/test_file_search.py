@@ -201,3 +201,39 @@ def test_other_embedding_modes(spawn, mode):
         assert client.vector_stores.search(store.id, query="kitty afternoon nap?").data[0].filename == "cat.txt"
         assert client.vector_stores.search(store.id, query="zebra xylophone").data == []
     client.close()
+
+
+def test_vectors_are_searched_where_the_backend_says(spawn, backend):
+    """On PostgreSQL with pgvector the vectors live in an HNSW-indexed column and the search runs
+    there; on Debian's PostgreSQL (no pgvector) and SQLite they stay portable bytes only."""
+    import asyncio
+
+    import asyncpg
+
+    if backend == "sqlite":
+        pytest.skip("checks a PostgreSQL database")
+    server = spawn("where-vectors")
+    client = make_client(server.base_url)
+    store, _ = _corpus_store(client, {k: CORPUS[k] for k in ("cat.txt", "train.txt")})
+    assert client.vector_stores.search(store.id, query="a sleepy kitty").data[0].filename == "cat.txt"
+
+    async def inspect():
+        conn = await asyncpg.connect(server.env["ASSISTANTD_DATABASE_URL"])
+        try:
+            column = await conn.fetchval("SELECT count(*) FROM information_schema.columns "
+                                         "WHERE table_name = 'chunks' AND column_name = 'embedding_vec'")
+            if not column:
+                return column, 0, []
+            filled = await conn.fetchval("SELECT count(*) FROM chunks WHERE embedding_vec IS NOT NULL")
+            indexes = await conn.fetch("SELECT indexdef FROM pg_indexes WHERE indexname LIKE 'ix_chunks_hnsw_%'")
+            return column, filled, [r["indexdef"] for r in indexes]
+        finally:
+            await conn.close()
+
+    column, filled, indexes = asyncio.run(inspect())
+    if backend == "pgvector":
+        assert column == 1 and filled == 2
+        assert len(indexes) == 1 and "hnsw" in indexes[0] and "vector(384)" in indexes[0]
+    else:
+        assert column == 0
+    client.close()
