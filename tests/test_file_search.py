@@ -237,3 +237,26 @@ def test_vectors_are_searched_where_the_backend_says(spawn, backend):
     else:
         assert column == 0
     client.close()
+
+
+def test_streamed_steps_carry_result_content_when_include_asks(client, http, fake_upstream):
+    from tests.support.fake import read_sse
+
+    store, _ = _corpus_store(client, {"piano.txt": CORPUS["piano.txt"]})
+    bot = assistant(client, tools=[FILE_SEARCH], tool_resources={"file_search": {"vector_store_ids": [store.id]}})
+    for include, expect_content in (([SEARCH_CONTENT], True), ([], False)):
+        thread = client.beta.threads.create(messages=[{"role": "user", "content": "how to practise scales"}])
+        events = read_sse(http, "POST", f"/v1/threads/{thread.id}/runs",
+                          params={"include[]": include} if include else None,
+                          json={"assistant_id": bot.id, "stream": True})
+        names = [n for n, _ in events]
+        assert names[-1] == "done" and "thread.run.completed" in names
+        [done] = [d for n, d in events if n == "thread.run.step.completed" and d["type"] == "tool_calls"]
+        [result] = done["step_details"]["tool_calls"][0]["file_search"]["results"]
+        assert result["file_name"] == "piano.txt"
+        assert ("content" in result) is expect_content
+        if expect_content:
+            assert "scales" in result["content"][0]["text"]
+        # The message cites the file in the stream's final message too.
+        [message] = [d for n, d in events if n == "thread.message.completed"]
+        assert message["content"][0]["text"]["annotations"][0]["type"] == "file_citation"

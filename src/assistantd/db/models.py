@@ -127,6 +127,8 @@ class Run(_Object, Base):
     history_seq: Mapped[int] = mapped_column(SeqType)
     worker: Mapped[str | None] = mapped_column(String(64))
     lease_until: Mapped[float | None]
+    # The run was created with include[] asking for file search results' content in its events.
+    include_search_content: Mapped[bool] = mapped_column(default=False, server_default="0")
 
 
 class RunStep(_Object, Base):

@@ -567,7 +567,8 @@ class RunExecutor:
         if functions:
             self.emit(run.id, "thread.run.requires_action", RunObject.from_row, run)
             return False
-        self.emit(run.id, "thread.run.step.completed", RunStepObject.from_row, step)
+        self.emit(run.id, "thread.run.step.completed",
+                  functools.partial(RunStepObject.from_row, include_search_content=run.include_search_content), step)
         return True
 
     async def _run_builtin(self, ctx: RunContext, turn: Turn, call: dict[str, Any]) -> dict[str, Any]:

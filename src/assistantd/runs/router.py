@@ -93,7 +93,8 @@ async def create_run(thread_id: str, body: CreateRunRequest, request: Request,
                      tenant: str = Depends(require_tenant)):
     async with _writing(request, body.stream) as (session, subscribe, holder):
         thread = await threads.get(session, tenant, thread_id)
-        run = await service.create(session, tenant, thread, body, request.app.state.settings.run_expiry_seconds)
+        run = await service.create(session, tenant, thread, body, request.app.state.settings.run_expiry_seconds,
+                                   _includes_search_content(include))
         subscribe(run.id)
     run_obj = RunObject.from_row(run)
     if "sub" not in holder:

@@ -68,7 +68,8 @@ def _check_tool_choice(choice: Any, tools: list[dict[str, Any]]) -> None:
 
 
 async def create(session: AsyncSession, tenant: str, thread: Thread,
-                 body: CreateRunRequest | CreateThreadAndRunRequest, expiry_seconds: int) -> Run:
+                 body: CreateRunRequest | CreateThreadAndRunRequest, expiry_seconds: int,
+                 include_search_content: bool = False) -> Run:
     assistant = await assistants.get(session, tenant, body.assistant_id)
     await require_no_active_run(session, thread.id, "create runs on")
     given = body.model_fields_set
@@ -118,6 +119,7 @@ async def create(session: AsyncSession, tenant: str, thread: Thread,
         history_seq=history_seq or 0,
         worker=None,
         lease_until=None,
+        include_search_content=include_search_content,
     )
     session.add(run)
     await session.flush()
