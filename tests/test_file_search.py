@@ -260,3 +260,19 @@ def test_streamed_steps_carry_result_content_when_include_asks(client, http, fak
         # The message cites the file in the stream's final message too.
         [message] = [d for n, d in events if n == "thread.message.completed"]
         assert message["content"][0]["text"]["annotations"][0]["type"] == "file_citation"
+
+
+def test_search_sees_files_added_and_removed_after_it_ran(client):
+    """Vectors cached by one search follow the store: a file ingested later is found by meaning
+    alone, a removed one is gone."""
+    store, names = _corpus_store(client, {"cat.txt": CORPUS["cat.txt"]})
+    assert client.vector_stores.search(store.id, query="What did the kitty do?").data[0].filename == "cat.txt"
+    client.vector_stores.files.upload_and_poll(vector_store_id=store.id, file=("train.txt", CORPUS["train.txt"].encode()),
+                                               poll_interval_ms=100)
+    # No word of this question is in train.txt: only the vector ranking can find it.
+    found = client.vector_stores.search(store.id, query="When does the overnight rail service to Austria depart?")
+    assert found.data[0].filename == "train.txt"
+    [cat_id] = names
+    client.vector_stores.files.delete(cat_id, vector_store_id=store.id)
+    after = client.vector_stores.search(store.id, query="What did the kitty do?", max_num_results=5)
+    assert all(r.file_id != cat_id for r in after.data)
