@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 
 import numpy as np
+import pytest
 from sqlalchemy import delete, insert
 
 from assistantd.db import Database
@@ -62,3 +63,43 @@ def test_cache_appends_new_chunks_and_reloads_after_removals(databases):
             await db.dispose()
 
     asyncio.run(scenario())
+
+
+def test_lexical_query_keeps_the_rarest_words_within_the_postings_budget(databases, monkeypatch):
+    """SQLite: the words of a query are matched rarest first until their chunks add up to the
+    budget, so a common word cannot make one query rank the whole index."""
+    from assistantd.vector_stores import search
+
+    if databases.backend != "sqlite":
+        pytest.skip("the postings budget reads SQLite's FTS5 vocabulary")
+    data_dir, url = databases.new("budget")
+    settings = Settings(_env_file=None, data_dir=data_dir, database_url=url)
+    upgrade_to_head(settings)
+    monkeypatch.setattr(search, "POSTINGS_BUDGET", 10)
+    # 'common' is in all 30 chunks, 'middling' in 6, 'rare' in 2; 'absent' in none.
+    texts = [" ".join(["common"] + (["middling"] if i % 5 == 0 else []) + (["rare"] if i in (3, 17) else []))
+             for i in range(30)]
+
+    async def scenario():
+        db = Database(settings.sqlalchemy_url)
+        try:
+            async with db.write() as session:
+                session.add(VectorStore(id="vs_1", tenant="t", created_at=0, name=None, description=None,
+                                        metadata_={}, expires_after=None))
+                await session.flush()
+                await session.execute(insert(Chunk), [
+                    {"id": f"chunk_{i}", "tenant": "t", "vector_store_id": "vs_1", "file_id": "f", "index": i,
+                     "text": t, "tokens": 3} for i, t in enumerate(texts)])
+            async with db.read() as session:
+                kept = await search._within_budget(session, ["common", "absent", "middling", "rare"])
+                ranked = await search._lexical(session, "vs_1", ["common middling rare absent"], None, 100)
+                only_common = await search._lexical(session, "vs_1", ["common"], None, 100)
+            return kept, ranked, only_common
+        finally:
+            await db.dispose()
+
+    kept, ranked, only_common = asyncio.run(scenario())
+    assert kept == ["rare", "middling"]  # 2 + 6 chunks fit in 10; 'common' (30) does not
+    # Chunk i has seq i + 1: those with 'rare' (i = 3, 17) rank first, then those with 'middling'.
+    assert set(ranked[:2]) == {4, 18} and set(ranked[2:]) == {1, 6, 11, 16, 21, 26}
+    assert len(only_common) == 30  # the rarest word is always kept, whatever its count

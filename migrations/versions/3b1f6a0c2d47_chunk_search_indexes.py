@@ -26,8 +26,11 @@ SQLITE_UP = [
     "CREATE TRIGGER chunks_fts_delete AFTER DELETE ON chunks BEGIN "
     "INSERT INTO chunks_fts(chunks_fts, rowid, text) VALUES ('delete', old.seq, old.text); END",
     "INSERT INTO chunks_fts(rowid, text) SELECT seq, text FROM chunks",
+    # Each term's document count, read to keep a lexical query within a postings budget.
+    "CREATE VIRTUAL TABLE chunks_fts_vocab USING fts5vocab(chunks_fts, 'row')",
 ]
-SQLITE_DOWN = ["DROP TRIGGER chunks_fts_delete", "DROP TRIGGER chunks_fts_insert", "DROP TABLE chunks_fts"]
+SQLITE_DOWN = ["DROP TABLE chunks_fts_vocab", "DROP TRIGGER chunks_fts_delete", "DROP TRIGGER chunks_fts_insert",
+               "DROP TABLE chunks_fts"]
 POSTGRES_UP = [
     "ALTER TABLE chunks ADD COLUMN tsv tsvector GENERATED ALWAYS AS (to_tsvector('simple', text)) STORED",
     "CREATE INDEX ix_chunks_tsv ON chunks USING gin (tsv)",

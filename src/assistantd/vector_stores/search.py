@@ -52,8 +52,12 @@ your yours yourself yourselves
 """.split())
 RRF_K = 60
 CANDIDATES = 100  # taken from each ranking before fusion (at least max_num_results)
+# SQLite: the rarest query words are matched until their documents add up to this many. Ranking
+# every chunk that holds a common word costs ~5 µs a chunk (half a second at 100k), and such a
+# word weighs little in BM25; the vector ranking still sees the whole query.
+POSTINGS_BUDGET = 5000
 MAX_QUERY_TERMS = 64
-_WORD = re.compile(r"\w+", re.UNICODE)
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)  # letters and digits, as FTS5's unicode61 and tsvector split
 
 
 def terms(text: str) -> list[str]:
@@ -189,6 +193,9 @@ async def _lexical(session: AsyncSession, store: str, queries: list[str], files:
         return []
     sqlite = session.bind.dialect.name == "sqlite"
     if sqlite:
+        words = await _within_budget(session, words)
+        if not words:
+            return []
         match = " OR ".join(f'"{w}"' for w in words)
         statement = _SQLITE_LEXICAL if files is None else _SQLITE_LEXICAL_FILES
     else:
@@ -198,6 +205,23 @@ async def _lexical(session: AsyncSession, store: str, queries: list[str], files:
     if files is not None:
         params["files"] = files
     return list(await session.scalars(statement, params))
+
+
+_DOCUMENT_COUNTS = text("SELECT term, doc FROM chunks_fts_vocab WHERE term IN :words").bindparams(
+    bindparam("words", expanding=True))
+
+
+async def _within_budget(session: AsyncSession, words: list[str]) -> list[str]:
+    """The words that occur at all, rarest first, as many as fit :data:`POSTINGS_BUDGET`
+    (at least one). Counts are over the whole index, every store's chunks."""
+    counts = dict((await session.execute(_DOCUMENT_COUNTS, {"words": words})).all())
+    kept, total = [], 0
+    for word in sorted((w for w in words if counts.get(w)), key=counts.__getitem__):
+        if kept and total + counts[word] > POSTINGS_BUDGET:
+            break
+        kept.append(word)
+        total += counts[word]
+    return kept
 
 
 def _vector(stored: StoreVectors, query_vectors: np.ndarray, files: list[str] | None, limit: int,
@@ -232,6 +256,17 @@ class Searcher:
         self.cache = cache or VectorCache()
         self.pgvector = pgvector  # PostgreSQL with pgvector: vectors are searched there
 
+    async def _score_cached(self, stored: StoreVectors, queries: list[str], query_vectors: np.ndarray | None,
+                            files: list[str] | None, limit: int) -> dict[int, float]:
+        embedder = self.embedder
+        floor = embedder.min_similarity
+        if query_vectors is None and hasattr(embedder, "embed_sync"):  # local: both steps in one thread
+            return await to_thread.run_sync(
+                lambda: _vector(stored, embedder.embed_sync(queries), files, limit, floor))
+        if query_vectors is None:
+            query_vectors = await embedder.embed(queries)
+        return await to_thread.run_sync(_vector, stored, query_vectors, files, limit, floor)
+
     async def embed_queries(self, queries: list[str]) -> np.ndarray | None:
         if self.embedder is None:
             return None
@@ -250,33 +285,31 @@ class Searcher:
         restrict = None if len(allowed) == len(completed) else allowed
         limit = max(CANDIDATES, max_num_results)
 
-        # The query's embedding (a thread) is made while the database ranks lexically, and the
-        # vectors are scored in a thread too: the event loop keeps serving meanwhile.
-        embedder, vector_source, embedding = self.embedder, None, None
-        if embedder is not None and self.pgvector is not None:
-            if await self.pgvector.has_vectors(session, vector_store_id, embedder.model_id):
-                vector_source = self.pgvector
-        elif embedder is not None:
-            vector_source = await self.cache.get(session, vector_store_id, embedder.model_id)
-        if vector_source is not None and query_vectors is None:
-            embedding = asyncio.ensure_future(self.embed_queries(queries))
-            await asyncio.sleep(0)  # let it start its thread before SQLite's inline statements
+        # On SQLite the lexical statement runs inline on the event loop; meanwhile a thread
+        # embeds the query and scores the cached vectors (numpy and onnxruntime release the GIL).
+        embedder, similarity = self.embedder, None
+        vector_job: asyncio.Future | None = None
+        if embedder is not None and self.pgvector is None:
+            stored = await self.cache.get(session, vector_store_id, embedder.model_id)
+            if stored is not None:
+                vector_job = asyncio.ensure_future(self._score_cached(stored, queries, query_vectors, restrict, limit))
+                await asyncio.sleep(0)  # let it start its thread before the inline statement
         try:
             rankings = [await _lexical(session, vector_store_id, queries, restrict, limit)]
-            if embedding is not None:
-                query_vectors = await embedding
+            if vector_job is not None:
+                similarity = await vector_job
         finally:
-            if embedding is not None and not embedding.done():
-                embedding.cancel()
-        similarity: dict[int, float] = {}
-        if isinstance(vector_source, PgVector):
-            similarity = await vector_source.nearest(session, vector_store_id, embedder.model_id, query_vectors,
-                                                     restrict, limit, embedder.min_similarity)
+            if vector_job is not None and not vector_job.done():
+                vector_job.cancel()
+        if embedder is not None and self.pgvector is not None:
+            if await self.pgvector.has_vectors(session, vector_store_id, embedder.model_id):
+                if query_vectors is None:
+                    query_vectors = await self.embed_queries(queries)
+                similarity = await self.pgvector.nearest(session, vector_store_id, embedder.model_id,
+                                                         query_vectors, restrict, limit, embedder.min_similarity)
+        if similarity is not None:
             rankings.append(list(similarity))
-        elif vector_source is not None:
-            similarity = await to_thread.run_sync(_vector, vector_source, query_vectors, restrict, limit,
-                                                  embedder.min_similarity)
-            rankings.append(list(similarity))
+        similarity = similarity or {}
         scores = fuse(rankings)
         # Equal fused scores (say, rank 1 lexically against rank 1 by meaning) go to the closer meaning.
         best = sorted(scores, key=lambda s: (-scores[s], -similarity.get(s, -1.0), s))
