@@ -7,6 +7,7 @@ model copies into its answer become ``file_citation`` annotations (:func:`citati
 
 from __future__ import annotations
 
+import json
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -66,8 +67,6 @@ async def _call_number(executor: "RunExecutor", ctx: "RunContext", turn: "Turn",
 
 
 def _argument(arguments: str) -> str:
-    import json
-
     try:
         value = json.loads(arguments or "{}")
     except ValueError:
@@ -84,7 +83,7 @@ async def run(executor: "RunExecutor", ctx: "RunContext", turn: "Turn", call: di
     if not query.strip():
         output = "The file_search tool needs a non-empty 'query' string."
         return {**call, "file_search": {"ranking_options": ranking, "results": []}, "_output": output,
-                "_results": []}
+                "_results": {}}
 
     stores = await store_ids(executor, ctx)
     results: list[dict[str, Any]] = []
