@@ -15,18 +15,23 @@ PostgreSQL), then:
    straight into the database before the server starts — ``chunks`` with ~100 words of prose
    each (the FTS5 index is filled by its insert trigger, a ``tsvector`` is generated on
    PostgreSQL) and a *random* unit float32 vector of the mode's dimension tagged with the
-   embedder's model id; latency does not depend on the vectors' values. Sizes are measured in
+   embedder's model id; latency does not depend on the vectors' values (on PostgreSQL with
+   pgvector the server copies them into its vector column when it starts: that start is timed
+   and printed). Sizes are measured in
    increasing order, each as soon as its store is inserted (the server stopped meanwhile), so
    a store is the largest in its database when it is measured; the smallest is measured again
    at the end with all of them present (the lexical query's cost follows the whole database's
    index, not the store's size). The first query of a store (which loads its vectors into the
    server's cache) is reported apart as "cold"; then warm-up queries, then up to ``--queries``
    timed ones (a series stops early past ``--max-seconds``, to bound the run);
-3. the same searches done directly, in this process, without the server: the lexical query
-   (the SQL of ``assistantd.vector_stores.search``), the query embedding (local model in
-   process, or one POST to the fake upstream's /embeddings) and the numpy similarity + top-k
-   over the store's vectors (loaded once, untimed, like the server's cache). Printed with the
-   ratio server/direct and each part's p50, which shows where the time goes.
+3. the same searches done directly, in this process, without the server (HTTP, routing, the
+   store/file lookups, the result rows): the server's own lexical ranking
+   (``search._lexical``: its word selection and SQL, ``_SQLITE_LEXICAL`` / ``_POSTGRES_LEXICAL``,
+   on the server's database layer), the query embedding (local model in process, or one POST to
+   the fake upstream's /embeddings) and the vector ranking (numpy similarity + top-k over the
+   store's matrix, loaded once and untimed like the server's cache; pgvector's HNSW query when
+   the PostgreSQL has it), timed one after another. Printed with the ratio server/direct and
+   each part's p50, which shows where the time goes.
 
 Target (printed beside the figures): search p95 <= 50 ms at 100k chunks on the embedded
 default (``local`` embeddings, SQLite).
@@ -40,6 +45,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import re
 import shutil
@@ -317,18 +323,39 @@ def measure_server(server: ServerProcess, store_id: str, qs: list[str], budget: 
 
 
 class Direct:
-    """The raw work of one search, in process: lexical SQL + query embedding + similarity/top-k."""
+    """The work of one search without the server, in this process: the server's own lexical
+    ranking (``search._lexical``: its word selection and SQL, on the server's database layer
+    ``assistantd.db.Database``), the query embedding (local model in process, or one POST to the
+    fake upstream), and the vector ranking: numpy similarity + top-k over the store's matrix
+    (loaded once, untimed, like the server's cache), or pgvector's HNSW query when the
+    database has it. Timed one after another (the server may overlap them)."""
 
-    def __init__(self, db: Db, mode: str, upstream: str) -> None:
+    def __init__(self, db: Db, database_url: str | None, data_dir: Path, mode: str, upstream: str) -> None:
+        from assistantd.db import Database
+        from assistantd.settings import Settings
+
         self.db, self.mode = db, mode
+        self.loop = asyncio.new_event_loop()
+        self.database = Database(Settings(data_dir=data_dir, database_url=database_url).sqlalchemy_url)
         self.local = LocalEmbedder() if mode == "local" else None
         if self.local:
             self.local.warm_up()
         self.http = httpx.Client(base_url=upstream, timeout=60) if mode.startswith("upstream:") else None
+        self.pgvector = None
+        if not db.sqlite and mode != "none":
+            version = db.fetch("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+            has_column = db.fetch("SELECT count(*) FROM information_schema.columns WHERE table_name = 'chunks' "
+                                  "AND column_name = 'embedding_vec'")[0][0]
+            if version and has_column:
+                from assistantd.vector_stores.pgvector import PgVector
+
+                self.pgvector = PgVector(version[0][0])
 
     def close(self) -> None:
         if self.http:
             self.http.close()
+        self.loop.run_until_complete(self.database.dispose())
+        self.loop.close()
 
     def embed(self, q: str) -> np.ndarray:
         if self.local:
@@ -337,37 +364,38 @@ class Direct:
         return normalise(np.array([d["embedding"] for d in r.json()["data"]], dtype=np.float32))
 
     def measure(self, store_id: str, model_id: str | None, qs: list[str], budget: float) -> dict:
-        sql = (search_module._SQLITE_LEXICAL if self.db.sqlite else search_module._POSTGRES_LEXICAL).text
         limit = max(search_module.CANDIDATES, 10)
         matrix = None
-        if model_id:
+        if model_id and self.pgvector is None:
             rows = self.db.fetch("SELECT embedding FROM chunks WHERE vector_store_id = :s AND embedding_model = :m "
                                  "ORDER BY seq", {"s": store_id, "m": model_id})
             matrix = np.frombuffer(b"".join(bytes(r[0]) for r in rows), dtype="<f4").reshape(len(rows), -1)
 
-        def one(q: str) -> tuple[float, float, float]:
-            t0 = time.perf_counter()
-            words = list(dict.fromkeys(search_module.terms(q)))[:search_module.MAX_QUERY_TERMS]
-            if self.db.sqlite:
-                match = " OR ".join(f'"{w}"' for w in words)
-            else:
-                match = " | ".join(f"'{w}'" for w in words)
-            lexical = self.db.fetch(sql, {"match": match, "store": store_id, "limit": limit})
-            t1 = time.perf_counter()
-            if matrix is None:
-                return t1 - t0, 0.0, 0.0
-            vector = self.embed(q)
-            t2 = time.perf_counter()
-            similarity = matrix @ vector[0]
-            top = np.argpartition(-similarity, limit - 1)[:limit]
-            top = top[np.argsort(-similarity[top], kind="stable")]
-            t3 = time.perf_counter()
+        async def one(q: str) -> tuple[float, float, float]:
+            async with self.database.read() as session:
+                t0 = time.perf_counter()
+                lexical = await search_module._lexical(session, store_id, [q], None, limit)
+                t1 = time.perf_counter()
+                if not model_id:
+                    return t1 - t0, 0.0, 0.0
+                vector = self.embed(q)
+                t2 = time.perf_counter()
+                if self.pgvector is not None:
+                    top = await self.pgvector.nearest(session, store_id, model_id, vector, None, limit, -1.0)
+                else:
+                    similarity = matrix @ vector[0]
+                    top = np.argpartition(-similarity, limit - 1)[:limit]
+                    top = top[np.argsort(-similarity[top], kind="stable")]
+                t3 = time.perf_counter()
             assert lexical is not None and len(top)
             return t1 - t0, t2 - t1, t3 - t2
 
+        def run(q: str) -> tuple[float, float, float]:
+            return self.loop.run_until_complete(one(q))
+
         for q in qs[1:1 + WARMUP_QUERIES]:
-            one(q)
-        parts = timed(one, qs, budget)
+            run(q)
+        parts = timed(run, qs, budget)
         return {"times": [sum(p) for p in parts], "lexical": [p[0] for p in parts],
                 "embed": [p[1] for p in parts], "vector": [p[2] for p in parts]}
 
@@ -383,6 +411,13 @@ def run_mode(mode: str, args: argparse.Namespace, upstream: str, corpus: list[tu
     made_files: list[str] = []
     out: dict = {"mode": mode, "search": {}}
     ms = lambda v: v * 1000  # noqa: E731
+
+    def start_server() -> None:
+        began = time.perf_counter()
+        server.start(timeout=120 if db.sqlite else 3600)  # PostgreSQL: a pgvector backfill first
+        if not db.sqlite:
+            print(f"[{mode}] server started in {time.perf_counter() - began:.1f} s", flush=True)
+
     try:
         migrate(server)
         db = Db(args.database_url, data_dir)
@@ -394,7 +429,7 @@ def run_mode(mode: str, args: argparse.Namespace, upstream: str, corpus: list[tu
             model_id = mode
             r = httpx.post(f"{upstream}/embeddings", json={"model": mode.split(":", 1)[1], "input": ["x"]})
             dims = len(r.json()["data"][0]["embedding"])
-        server.start(timeout=120)
+        start_server()
         if corpus:  # first, into a database that holds nothing else
             ing = measure_ingest(server, db, corpus)
             made_stores.append(ing["store"])
@@ -415,14 +450,14 @@ def run_mode(mode: str, args: argparse.Namespace, upstream: str, corpus: list[tu
             print(f"[{mode}] inserted a store of {size} chunks ({-(-size // args.chunks_per_file)} files, "
                   f"{'random %d-dim vectors' % dims if model_id else 'no vectors'}) in "
                   f"{time.perf_counter() - start:.1f} s; the database holds {total} chunks", flush=True)
-            server.start(timeout=120)
+            start_server()
             res = measure_server(server, stores[size], qs, args.max_seconds)
             server.stop()
             t = res["times"]
             print(f"[{mode}] search via server, {size} chunks: cold first query {ms(res['cold']):.0f} ms; "
                   f"p50 {ms(pct(t, .5)):.1f} ms  p95 {ms(pct(t, .95)):.1f} ms  p99 {ms(pct(t, .99)):.1f} ms "
                   f"({len(t)} queries)", flush=True)
-            direct = direct or Direct(db, mode, upstream)
+            direct = direct or Direct(db, args.database_url, data_dir, mode, upstream)
             dres = direct.measure(stores[size], model_id, qs, args.max_seconds)
             out["search"][size] = {"server": res, "direct": dres, "db_chunks": total}
             d = dres["times"]
@@ -437,7 +472,7 @@ def run_mode(mode: str, args: argparse.Namespace, upstream: str, corpus: list[tu
             # The lexical query matches in the whole database's index before it keeps the store's
             # chunks: the smallest store again, now that the larger ones are there too.
             size = min(args.sizes)
-            server.start(timeout=120)
+            start_server()
             res = measure_server(server, stores[size], qs[:max(20, len(qs) // 4)], args.max_seconds)
             server.stop()
             t = res["times"]
@@ -445,6 +480,9 @@ def run_mode(mode: str, args: argparse.Namespace, upstream: str, corpus: list[tu
             print(f"[{mode}] search via server, {size} chunks again, database now {total} chunks: "
                   f"p50 {ms(pct(t, .5)):.1f} ms  p95 {ms(pct(t, .95)):.1f} ms ({len(t)} queries)", flush=True)
         return out
+    except Exception:
+        print(f"[{mode}] failed; the server's log ends with:\n{server.log()[-3000:]}", file=sys.stderr)
+        raise
     finally:
         server.stop()
         if direct:
@@ -482,6 +520,8 @@ def main() -> None:
     pool = [sentence(r) for _ in range(50_000)]
     qs = queries(random.Random(SEED + 3), args.queries)
     backend = "PostgreSQL" if args.database_url else "SQLite"
+    print(f"load average before: {os.getloadavg()[0]:.2f} (1 min) on {os.cpu_count()} CPUs: other work on "
+          "the machine skews every figure below")
     print(f"file_search benchmark on {backend}; search via a raw keep-alive httpx client, "
           f"up to {args.queries} timed queries per size after {WARMUP_QUERIES} warm-up ones "
           f"(a series stops after {args.max_seconds:.0f} s once it has {MIN_QUERIES}).")
@@ -525,7 +565,8 @@ def main() -> None:
     verdict = ("not measured (needs mode local, SQLite, size 100000)" if target is None
                else f"{target:.1f} ms: {'met' if target <= TARGET_P95_MS else 'NOT met'}")
     print(f"target: search p95 <= {TARGET_P95_MS:.0f} ms at {TARGET_SIZE} chunks (local, SQLite): {verdict}")
-    print(f"total run time {time.perf_counter() - started:.0f} s")
+    print(f"total run time {time.perf_counter() - started:.0f} s; load average now "
+          f"{os.getloadavg()[0]:.2f} (1 min), {os.getloadavg()[2]:.2f} (15 min) on {os.cpu_count()} CPUs")
 
 
 if __name__ == "__main__":

@@ -30,13 +30,18 @@ def test_cache_appends_new_chunks_and_reloads_after_removals(databases):
         vectors = normalise(rng.standard_normal((n, 8)))
         async with db.write() as session:
             await session.execute(insert(Chunk), [
-                {"id": f"chunk_{file_id}_{i}", "tenant": "t", "vector_store_id": "vs_1", "file_id": file_id,
-                 "index": i, "text": f"text {i}", "tokens": 2, "embedding": to_bytes(v), "embedding_model": MODEL}
+                {"id": f"chunk_{file_id}_{i}_{rng.integers(1 << 30)}", "tenant": "t", "vector_store_id": "vs_1",
+                 "file_id": file_id, "index": i, "text": f"text {i}", "tokens": 2, "embedding": to_bytes(v),
+                 "embedding_model": MODEL}
                 for i, v in enumerate(vectors)])
 
-    async def snapshot(db, cache):
+    async def remove(db, file_id: str) -> None:
+        async with db.write() as session:
+            await session.execute(delete(Chunk).where(Chunk.file_id == file_id))
+
+    async def snapshot(db, cache, completed):
         async with db.read() as session:
-            entry = await cache.get(session, "vs_1", MODEL)
+            entry = await cache.get(session, "vs_1", MODEL, completed)
         return {int(s): (entry.file_ids[f], entry.vectors[i].tobytes())
                 for i, (s, f) in enumerate(zip(entry.seqs, entry.files))}
 
@@ -46,19 +51,25 @@ def test_cache_appends_new_chunks_and_reloads_after_removals(databases):
             async with db.write() as session:
                 session.add(VectorStore(id="vs_1", tenant="t", created_at=0, name=None, description=None,
                                         metadata_={}, expires_after=None))
-            await add(db, "file-b", 3)
             cache = VectorCache()
-            first = await snapshot(db, cache)
+            # completed files → their vector_store_files seqs, as the search passes them
+            await add(db, "file-b", 3)
+            first = await snapshot(db, cache, {"file-b": 1})
             await add(db, "file-a", 2)  # sorts before file-b: file indexes must be remapped
-            appended = await snapshot(db, cache)
-            assert appended == await snapshot(db, VectorCache())  # what a fresh load holds
+            appended = await snapshot(db, cache, {"file-b": 1, "file-a": 2})
+            assert appended == await snapshot(db, VectorCache(), {"file-b": 1, "file-a": 2})  # a fresh load
             assert len(appended) == 5 and set(first.items()) <= set(appended.items())
-            async with db.write() as session:
-                await session.execute(delete(Chunk).where(Chunk.file_id == "file-b"))
-            await add(db, "file-c", 3)  # as many added as removed: the count alone would not tell
-            after = await snapshot(db, cache)
-            assert after == await snapshot(db, VectorCache())
-            assert {f for f, _ in after.values()} == {"file-a", "file-c"}
+            # file-b leaves and file-a is added again (new chunks, a new row): reloaded.
+            await remove(db, "file-b")
+            await remove(db, "file-a")
+            await add(db, "file-a", 2)
+            await add(db, "file-c", 3)
+            now = {"file-a": 4, "file-c": 5}
+            after = await snapshot(db, cache, now)
+            assert after == await snapshot(db, VectorCache(), now)
+            assert {f for f, _ in after.values()} == {"file-a", "file-c"} and len(after) == 5
+            old_a = {v for f, v in appended.values() if f == "file-a"}
+            assert not old_a & {v for f, v in after.values()}  # file-a's old vectors are gone
         finally:
             await db.dispose()
 

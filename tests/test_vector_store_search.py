@@ -92,11 +92,24 @@ def test_filters(client, corpus, filters, expected):
     assert names == expected
 
 
-def test_search_moves_last_active_at(client, corpus):
+def test_search_moves_last_active_at(client, corpus, server, backend):
+    """A search is activity: ``last_active_at`` (kept to the minute) and the expiry anchored to it move."""
+    import sqlite3
+    import time
+
+    if backend != "sqlite":
+        pytest.skip("moves last_active_at in the SQLite file directly")
     vs_id, _ = corpus
-    before = client.vector_stores.retrieve(vs_id).last_active_at
+    client.vector_stores.update(vs_id, expires_after={"anchor": "last_active_at", "days": 2})
+    hour_ago = int(time.time()) - 3600
+    with sqlite3.connect(server.data_dir / "assistantd.db") as db:
+        db.execute("UPDATE vector_stores SET last_active_at = ?, expires_at = ? WHERE id = ?",
+                   (hour_ago, hour_ago + 2 * 86400, vs_id))
+    assert client.vector_stores.retrieve(vs_id).last_active_at == hour_ago
     client.vector_stores.search(vs_id, query="tides")
-    assert client.vector_stores.retrieve(vs_id).last_active_at >= before
+    store = client.vector_stores.retrieve(vs_id)
+    assert store.last_active_at >= int(time.time()) - 5
+    assert store.expires_at == store.last_active_at + 2 * 86400
 
 
 def test_failed_and_in_progress_files_are_not_searched(client):

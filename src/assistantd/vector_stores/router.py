@@ -6,6 +6,7 @@ from anyio import to_thread
 from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy import select
 
+from assistantd import ids
 from assistantd.api.auth import require_tenant
 from assistantd.api.errors import invalid
 from assistantd.api.pagination import PageParams, page_params
@@ -201,19 +202,24 @@ async def list_file_batch_files(vector_store_id: str, batch_id: str, request: Re
 
 # --- search ------------------------------------------------------------------------------------
 
+ACTIVITY_RESOLUTION_SECONDS = 60
+
 @router.post("/{vector_store_id}/search")
 async def search_vector_store(vector_store_id: str, body: VectorStoreSearchRequest, request: Request,
                               tenant: str = Depends(require_tenant)):
     queries = [body.query] if isinstance(body.query, str) else list(body.query)
     threshold = body.ranking_options.score_threshold if body.ranking_options else 0.0
     async with request.app.state.db.read() as session:
-        if service.is_expired(await service.get(session, tenant, vector_store_id)):
+        store = await service.get(session, tenant, vector_store_id)
+        if service.is_expired(store):
             raise service.expired_error(vector_store_id)
         results = await request.app.state.searcher.search(
             session, vector_store_id, queries, filters=body.filters,
             max_num_results=body.max_num_results, score_threshold=threshold)
-    async with request.app.state.db.write() as session:
-        service.touch(await service.get(session, tenant, vector_store_id))
+    # last_active_at moves by the minute: a burst of searches does not make a write each.
+    if ids.now() - (store.last_active_at or 0) >= ACTIVITY_RESOLUTION_SECONDS:
+        async with request.app.state.db.write() as session:
+            service.touch(await service.get(session, tenant, vector_store_id))
     items = [SearchResultItem(file_id=r["file_id"], filename=r["filename"], score=r["score"],
                               attributes=r["attributes"], content=[TextContent(text=r["text"])])
              for r in results]

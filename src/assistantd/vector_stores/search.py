@@ -102,8 +102,8 @@ def matches(flt: ComparisonFilter | CompoundFilter | None, attributes: dict[str,
 
 @dataclass
 class StoreVectors:
-    version: tuple[int, int]  # (number of chunks, highest chunk seq) when loaded
-    seqs: np.ndarray  # int64, one per row
+    files_seen: dict[str, int]  # completed file id → its vector_store_files seq, when loaded
+    seqs: np.ndarray  # chunk seq, one per row
     files: np.ndarray  # int32 index into file_ids, one per row
     file_ids: list[str]
     vectors: np.ndarray  # (rows, dimensions) float32, L2-normalised
@@ -114,43 +114,39 @@ class StoreVectors:
 
 
 class VectorCache:
-    """Per (store, model): the store's vectors as one matrix, least recently used evicted past
-    ``max_bytes``. A chunk's seq only grows, so (count, max seq) changes whenever chunks are
-    added or removed: the cached matrix is checked against it on every search. Chunks only
-    added since (a file ingested) are appended; a removal reloads the store."""
+    """Per (store, model): the vectors of the store's completed files as one matrix, least
+    recently used evicted past ``max_bytes``. A store's chunks change only when a file completes
+    (its chunks are written with its status) or leaves (re-adding a file makes a new
+    ``vector_store_files`` row), so the completed files and their rows' seqs, which every search
+    reads anyway, tell whether the matrix is current: files that completed since are appended,
+    any other change reloads the store."""
 
     def __init__(self, max_bytes: int = 1 << 30) -> None:
         self.max_bytes = max_bytes
         self._entries: collections.OrderedDict[tuple[str, str], StoreVectors] = collections.OrderedDict()
 
-    async def get(self, session: AsyncSession, vector_store_id: str, model_id: str) -> StoreVectors | None:
-        count, top = (await session.execute(
-            select(func.count(Chunk.seq), func.max(Chunk.seq)).where(Chunk.vector_store_id == vector_store_id)
-        )).one()
-        key, version = (vector_store_id, model_id), (count, top or 0)
+    async def get(self, session: AsyncSession, vector_store_id: str, model_id: str,
+                  completed: dict[str, int]) -> StoreVectors | None:
+        """``completed``: the store's completed file ids → their ``vector_store_files`` seq."""
+        key = (vector_store_id, model_id)
         entry = self._entries.get(key)
-        if entry is None or entry.version != version:
-            entry = await self._load(session, vector_store_id, model_id, version, entry)
+        if entry is None or entry.files_seen != completed:
+            kept = entry is not None and all(completed.get(f) == s for f, s in entry.files_seen.items())
+            entry = await self._load(session, vector_store_id, model_id, completed, entry if kept else None)
             self._entries[key] = entry
             while sum(e.nbytes for e in self._entries.values()) > self.max_bytes and len(self._entries) > 1:
                 self._entries.popitem(last=False)
         self._entries.move_to_end(key)
         return entry if len(entry.seqs) else None
 
-    async def _load(self, session: AsyncSession, store: str, model_id: str, version: tuple[int, int],
-                    old: StoreVectors | None) -> StoreVectors:
-        since = 0
-        if old is not None and version[1] > old.version[1]:
-            added = await session.scalar(select(func.count(Chunk.seq)).where(
-                Chunk.vector_store_id == store, Chunk.seq > old.version[1]))
-            if old.version[0] + added == version[0]:
-                since = old.version[1]  # nothing removed: read only the new chunks
-        rows = (await session.execute(
-            select(Chunk.seq, Chunk.file_id, Chunk.embedding).where(
-                Chunk.vector_store_id == store, Chunk.embedding_model == model_id,
-                Chunk.embedding.is_not(None), Chunk.seq > since).order_by(Chunk.seq)
-        )).all()
-        base = old if since else None
+    async def _load(self, session: AsyncSession, store: str, model_id: str, completed: dict[str, int],
+                    base: StoreVectors | None) -> StoreVectors:
+        """Read the vectors of ``completed`` files, or only of those not in ``base`` yet."""
+        query = select(Chunk.seq, Chunk.file_id, Chunk.embedding).where(
+            Chunk.vector_store_id == store, Chunk.embedding_model == model_id, Chunk.embedding.is_not(None))
+        if base is not None:
+            query = query.where(Chunk.file_id.in_([f for f in completed if f not in base.files_seen]))
+        rows = (await session.execute(query.order_by(Chunk.seq))).all()
         file_ids = sorted({r.file_id for r in rows} | set(base.file_ids if base else ()))
         position = {f: i for i, f in enumerate(file_ids)}
         seqs = np.array([r.seq for r in rows], dtype=np.int64)
@@ -163,7 +159,7 @@ class VectorCache:
             vectors = base.vectors if vectors is None else np.vstack([base.vectors, vectors])
         if vectors is None:
             vectors = np.zeros((0, 0), np.float32)
-        return StoreVectors(version=version, seqs=seqs, files=files, file_ids=file_ids, vectors=vectors)
+        return StoreVectors(files_seen=dict(completed), seqs=seqs, files=files, file_ids=file_ids, vectors=vectors)
 
 
 # --- the rankings ------------------------------------------------------------------------------
@@ -277,8 +273,10 @@ class Searcher:
                      query_vectors: np.ndarray | None = None) -> list[dict[str, Any]]:
         """Ranked results: ``{file_id, filename, score, attributes, text}`` per chunk, best first.
         ``query_vectors`` may be given (the queries' embeddings) to reuse them across stores."""
-        completed = {f.id: f for f in await session.scalars(select(VectorStoreFile).where(
-            VectorStoreFile.vector_store_id == vector_store_id, VectorStoreFile.status == "completed"))}
+        completed = {r.id: r for r in (await session.execute(
+            select(VectorStoreFile.id, VectorStoreFile.seq, VectorStoreFile.attributes).where(
+                VectorStoreFile.vector_store_id == vector_store_id, VectorStoreFile.status == "completed")
+        )).all()}
         allowed = [fid for fid, f in completed.items() if matches(filters, f.attributes or {})]
         if not allowed:
             return []
@@ -290,7 +288,8 @@ class Searcher:
         embedder, similarity = self.embedder, None
         vector_job: asyncio.Future | None = None
         if embedder is not None and self.pgvector is None:
-            stored = await self.cache.get(session, vector_store_id, embedder.model_id)
+            stored = await self.cache.get(session, vector_store_id, embedder.model_id,
+                                          {fid: f.seq for fid, f in completed.items()})
             if stored is not None:
                 vector_job = asyncio.ensure_future(self._score_cached(stored, queries, query_vectors, restrict, limit))
                 await asyncio.sleep(0)  # let it start its thread before the inline statement
