@@ -19,13 +19,18 @@ depends_on: Union[str, Sequence[str], None] = None
 # `alembic check`): SQLite's FTS5 table follows `chunks` through triggers, PostgreSQL's
 # `tsv` column is generated from `text`.
 SQLITE_UP = [
-    "CREATE VIRTUAL TABLE chunks_fts USING fts5(text, content='chunks', content_rowid='seq', "
+    # Contentless (the text stays in `chunks`), with the chunk's store as a second column so that
+    # a query matches within one store instead of joining every match back to `chunks`. The store
+    # id is written without '_' so that it is one token.
+    "CREATE VIRTUAL TABLE chunks_fts USING fts5(text, store, content='', "
     "tokenize='unicode61 remove_diacritics 0')",
     "CREATE TRIGGER chunks_fts_insert AFTER INSERT ON chunks BEGIN "
-    "INSERT INTO chunks_fts(rowid, text) VALUES (new.seq, new.text); END",
+    "INSERT INTO chunks_fts(rowid, text, store) VALUES (new.seq, new.text, replace(new.vector_store_id, '_', '')); "
+    "END",
     "CREATE TRIGGER chunks_fts_delete AFTER DELETE ON chunks BEGIN "
-    "INSERT INTO chunks_fts(chunks_fts, rowid, text) VALUES ('delete', old.seq, old.text); END",
-    "INSERT INTO chunks_fts(rowid, text) SELECT seq, text FROM chunks",
+    "INSERT INTO chunks_fts(chunks_fts, rowid, text, store) "
+    "VALUES ('delete', old.seq, old.text, replace(old.vector_store_id, '_', '')); END",
+    "INSERT INTO chunks_fts(rowid, text, store) SELECT seq, text, replace(vector_store_id, '_', '') FROM chunks",
     # Each term's document count, read to keep a lexical query within a postings budget.
     "CREATE VIRTUAL TABLE chunks_fts_vocab USING fts5vocab(chunks_fts, 'row')",
 ]

@@ -164,13 +164,14 @@ class VectorCache:
 
 # --- the rankings ------------------------------------------------------------------------------
 
+# SQLite: FTS5 matches within the store (its id is a column of the index); restricting to some
+# files joins the matches to `chunks`.
 _SQLITE_LEXICAL = text(
-    "SELECT c.seq FROM chunks_fts JOIN chunks AS c ON c.seq = chunks_fts.rowid "
-    "WHERE chunks_fts MATCH :match AND c.vector_store_id = :store ORDER BY bm25(chunks_fts) LIMIT :limit")
+    "SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH :match ORDER BY bm25(chunks_fts, 1.0, 0.0) LIMIT :limit")
 _SQLITE_LEXICAL_FILES = text(
     "SELECT c.seq FROM chunks_fts JOIN chunks AS c ON c.seq = chunks_fts.rowid "
-    "WHERE chunks_fts MATCH :match AND c.vector_store_id = :store AND c.file_id IN :files "
-    "ORDER BY bm25(chunks_fts) LIMIT :limit").bindparams(bindparam("files", expanding=True))
+    "WHERE chunks_fts MATCH :match AND c.file_id IN :files "
+    "ORDER BY bm25(chunks_fts, 1.0, 0.0) LIMIT :limit").bindparams(bindparam("files", expanding=True))
 _POSTGRES_LEXICAL = text(
     "SELECT seq FROM chunks, to_tsquery('simple', :match) AS q "
     "WHERE vector_store_id = :store AND tsv @@ q ORDER BY ts_rank(tsv, q) DESC, seq LIMIT :limit")
@@ -192,7 +193,8 @@ async def _lexical(session: AsyncSession, store: str, queries: list[str], files:
         words = await _within_budget(session, words)
         if not words:
             return []
-        match = " OR ".join(f'"{w}"' for w in words)
+        store_token = store.replace("_", "").lower()
+        match = f'store:"{store_token}" AND text:(' + " OR ".join(f'"{w}"' for w in words) + ")"
         statement = _SQLITE_LEXICAL if files is None else _SQLITE_LEXICAL_FILES
     else:
         match = " | ".join(f"'{w}'" for w in words)
