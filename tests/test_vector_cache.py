@@ -20,10 +20,21 @@ from assistantd.vector_stores.search import VectorCache
 MODEL = "test-model"
 
 
-def test_cache_appends_new_chunks_and_reloads_after_removals(databases):
-    data_dir, url = databases.new("vector-cache")
+def _migrated(databases, name: str) -> Settings:
+    data_dir, url = databases.new(name)
     settings = Settings(_env_file=None, data_dir=data_dir, database_url=url)
     upgrade_to_head(settings)
+    return settings
+
+
+async def _add_store(db: Database) -> None:
+    async with db.write() as session:
+        session.add(VectorStore(id="vs_1", tenant="t", created_at=0, name=None, description=None,
+                                metadata_={}, expires_after=None))
+
+
+def test_cache_appends_new_chunks_and_reloads_after_removals(databases):
+    settings = _migrated(databases, "vector-cache")
     rng = np.random.default_rng(7)
 
     async def add(db, file_id: str, n: int) -> None:
@@ -48,9 +59,7 @@ def test_cache_appends_new_chunks_and_reloads_after_removals(databases):
     async def scenario():
         db = Database(settings.sqlalchemy_url)
         try:
-            async with db.write() as session:
-                session.add(VectorStore(id="vs_1", tenant="t", created_at=0, name=None, description=None,
-                                        metadata_={}, expires_after=None))
+            await _add_store(db)
             cache = VectorCache()
             # completed files → their vector_store_files seqs, as the search passes them
             await add(db, "file-b", 3)
@@ -83,9 +92,7 @@ def test_lexical_query_keeps_the_rarest_words_within_the_postings_budget(databas
 
     if databases.backend != "sqlite":
         pytest.skip("the postings budget reads SQLite's FTS5 vocabulary")
-    data_dir, url = databases.new("budget")
-    settings = Settings(_env_file=None, data_dir=data_dir, database_url=url)
-    upgrade_to_head(settings)
+    settings = _migrated(databases, "budget")
     monkeypatch.setattr(search, "POSTINGS_BUDGET", 10)
     # 'common' is in all 30 chunks, 'middling' in 6, 'rare' in 2; 'absent' in none.
     texts = [" ".join(["common"] + (["middling"] if i % 5 == 0 else []) + (["rare"] if i in (3, 17) else []))
@@ -94,10 +101,8 @@ def test_lexical_query_keeps_the_rarest_words_within_the_postings_budget(databas
     async def scenario():
         db = Database(settings.sqlalchemy_url)
         try:
+            await _add_store(db)
             async with db.write() as session:
-                session.add(VectorStore(id="vs_1", tenant="t", created_at=0, name=None, description=None,
-                                        metadata_={}, expires_after=None))
-                await session.flush()
                 await session.execute(insert(Chunk), [
                     {"id": f"chunk_{i}", "tenant": "t", "vector_store_id": "vs_1", "file_id": "f", "index": i,
                      "text": t, "tokens": 3} for i, t in enumerate(texts)])
