@@ -68,10 +68,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         await to_thread.run_sync(tokens.warm_up)
         embedder = embeddings.from_setting(settings.embeddings, app.state.upstream)
+        query_embedder = embedder
         if isinstance(embedder, embeddings.LocalEmbedder):
-            await to_thread.run_sync(embedder.warm_up)  # load and check the model now, not on first use
+            # Ingestion batches use both cores; a query is one short text, embedded on one
+            # thread beside the search's other work (two threads there only contend).
+            query_embedder = embeddings.LocalEmbedder(threads=1)
+            for model in (embedder, query_embedder):  # load and check the model now, not on first use
+                await to_thread.run_sync(model.warm_up)
         pg = await pgvector.prepare(app.state.db) if embedder is not None else None
-        app.state.searcher = Searcher(embedder, pgvector=pg)
+        app.state.searcher = Searcher(query_embedder, pgvector=pg)
         app.state.sandboxes = SandboxPool(settings)
         await app.state.sandboxes.start()
         app.state.executor = RunExecutor(app.state.db, app.state.bus, app.state.upstream, app.state.files,
