@@ -7,11 +7,12 @@ filters, are fused by reciprocal rank fusion (RRF, k = 60):
   ``tsvector`` ranked by ``ts_rank`` — over the query's words (OR) less English function words
   (unless the query has nothing else). Both split words the same way
   (lower-cased, no stemming: the ``simple`` configuration and ``unicode61``), so
-  a word matches alike on both; inflections and synonyms are the vector ranking's part;
+  a word matches alike on both; inflections and synonyms are the vector ranking's part. On
+  SQLite the rarest words are kept within :data:`POSTINGS_BUDGET`;
 - vector: cosine similarity between the query's embedding and the chunks'. On PostgreSQL with
   pgvector, by an HNSW index there (:mod:`assistantd.vector_stores.pgvector`); otherwise in
-  process with numpy over the store's vectors, which are cached per store and reloaded when the
-  store's chunks change. A chunk under the embedder's ``min_similarity`` is not a vector match.
+  process with numpy over the store's vectors, cached per store (:class:`VectorCache`). A chunk
+  under the embedder's ``min_similarity`` is not a vector match.
 
 The reported ``score`` is the fused RRF score divided by the best one attainable (rank 1 in every
 ranking that was made), so it lies in 0..1 and ``score_threshold`` compares against it. With
