@@ -44,7 +44,7 @@ from assistantd.settings import Settings
 from assistantd.threads.schemas import MessageObject
 from assistantd.tools import code_interpreter, file_search
 from assistantd.tools.partial_json import StreamingStringField
-from assistantd.tools.presentation import tool_type_of
+from assistantd.tools.presentation import string_argument, tool_type_of
 from assistantd.upstream.client import UpstreamClient, UpstreamError
 from assistantd.vector_stores.search import Searcher
 
@@ -517,7 +517,7 @@ class RunExecutor:
                                              "output": None}})
             elif call["type"] == "code_interpreter":
                 details.append({"id": call["id"], "type": "code_interpreter",
-                                "code_interpreter": {"input": _argument(call["arguments"], "code"), "outputs": []},
+                                "code_interpreter": {"input": string_argument(call["arguments"], "code"), "outputs": []},
                                 "_arguments": call["arguments"], "_index": call["index"]})
             else:
                 details.append({"id": call["id"], "type": call["type"], call["type"]: {},
@@ -738,15 +738,6 @@ def annotations(text: str, sandbox_files: dict[str, str]) -> list[dict[str, Any]
         found.append({"type": "file_path", "text": text[match.start():end], "start_index": match.start(),
                       "end_index": end, "file_path": {"file_id": file_id}})
     return found
-
-
-def _argument(arguments: str, name: str) -> str:
-    """One string argument of a built-in tool call ('' when the model sent malformed JSON)."""
-    try:
-        value = json.loads(arguments or "{}").get(name, "")
-    except (ValueError, AttributeError):
-        return ""
-    return value if isinstance(value, str) else json.dumps(value)
 
 
 def _step_delta(step_id: str, call: dict[str, Any], *, first: bool = False, piece: str = "") -> dict[str, Any]:

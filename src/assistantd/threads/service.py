@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from assistantd import ids, tool_resources
 from assistantd.api.errors import not_found
 from assistantd.api.pagination import PageParams, paginate
-from assistantd.db.models import Message, Run, RunStep, Thread, VectorStoreFile
+from assistantd.db.models import Message, Run, RunStep, Thread, VectorStore, VectorStoreFile
 from assistantd.threads.schemas import (
     CreateMessageRequest,
     CreateThreadRequest,
@@ -122,10 +122,11 @@ async def _add_to_thread_store(session: AsyncSession, tenant: str, thread: Threa
 
     resources = dict(thread.tool_resources or {})
     store_ids = list((resources.get("file_search") or {}).get("vector_store_ids", []))
-    live = await vector_stores.existing_ids(session, tenant, store_ids[:1])
-    if live:
-        store = await vector_stores.get(session, tenant, store_ids[0])
-    else:
+    store = None
+    if store_ids:
+        store = await session.scalar(select(VectorStore).where(
+            VectorStore.id == store_ids[0], VectorStore.tenant == tenant))
+    if store is None:
         store = await vector_stores.create(session, tenant, expires_after=THREAD_STORE_EXPIRY)
         resources["file_search"] = {"vector_store_ids": [store.id]}
         thread.tool_resources = resources

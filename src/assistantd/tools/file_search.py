@@ -7,7 +7,6 @@ model copies into its answer become ``file_citation`` annotations (:func:`citati
 
 from __future__ import annotations
 
-import json
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +14,7 @@ from sqlalchemy import select
 
 from assistantd.db.models import RunStep, Thread, VectorStore
 from assistantd.runs.failures import RunFailure
+from assistantd.tools.presentation import string_argument
 from assistantd.vector_stores import service as vector_stores
 
 if TYPE_CHECKING:
@@ -66,17 +66,8 @@ async def _call_number(executor: "RunExecutor", ctx: "RunContext", turn: "Turn",
     return earlier + sum(1 for c in turn.calls.values() if c["type"] == "file_search" and c["index"] < call["_index"])
 
 
-def _argument(arguments: str) -> str:
-    try:
-        value = json.loads(arguments or "{}")
-    except ValueError:
-        return ""
-    query = value.get("query", "") if isinstance(value, dict) else ""
-    return query if isinstance(query, str) else json.dumps(query)
-
-
 async def run(executor: "RunExecutor", ctx: "RunContext", turn: "Turn", call: dict[str, Any]) -> dict[str, Any]:
-    query = _argument(call.get("_arguments", ""))
+    query = string_argument(call.get("_arguments", ""), "query")
     max_results, threshold = settings_of(ctx.run.tools, ctx.run.model)
     ranking = {"ranker": RANKER, "score_threshold": threshold}
     number = await _call_number(executor, ctx, turn, call)

@@ -3,6 +3,7 @@ per enabled tool, the built-in ones under their own names with these exact param
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 BUILTIN_FUNCTIONS: dict[str, dict[str, Any]] = {
@@ -52,3 +53,12 @@ def tool_type_of(function_name: str, tools: list[dict[str, Any]]) -> str:
     if function_name in BUILTIN_FUNCTIONS and function_name in enabled:
         return function_name
     return "function"
+
+
+def string_argument(arguments: str, name: str) -> str:
+    """One string argument of a built-in tool call ('' when the model sent malformed JSON)."""
+    try:
+        value = json.loads(arguments or "{}").get(name, "")
+    except (ValueError, AttributeError):
+        return ""
+    return value if isinstance(value, str) else json.dumps(value)
