@@ -226,8 +226,7 @@ async def _within_budget(session: AsyncSession, words: list[str]) -> list[str]:
 def _vector(stored: StoreVectors, query_vectors: np.ndarray, files: list[str] | None, limit: int,
             floor: float) -> dict[int, float]:
     """The ``limit`` most similar chunks at or over ``floor``: seq → similarity, best first."""
-    similarity = stored.vectors @ query_vectors.T
-    similarity = similarity.max(axis=1) if similarity.ndim == 2 else similarity
+    similarity = (stored.vectors @ query_vectors.T).max(axis=1)  # the best of the queries
     if files is not None:
         allowed = set(files)
         wanted = np.array([i for i, f in enumerate(stored.file_ids) if f in allowed], dtype=np.int32)
