@@ -119,3 +119,97 @@ def test_lexical_query_keeps_the_rarest_words_within_the_postings_budget(databas
     # Chunk i has seq i + 1: those with 'rare' (i = 3, 17) rank first, then those with 'middling'.
     assert set(ranked[:2]) == {4, 18} and set(ranked[2:]) == {1, 6, 11, 16, 21, 26}
     assert len(only_common) == 30  # the rarest word is always kept, whatever its count
+
+
+def _clustered(rng: np.random.Generator, n: int, topics: int, dims: int, noise: float) -> tuple[np.ndarray, np.ndarray]:
+    """Unit vectors around ``topics`` random directions (as embeddings cluster by topic), and
+    the topic centres."""
+    centres = rng.standard_normal((topics, dims)).astype(np.float32)
+    rows = centres[rng.integers(0, topics, n)] + noise * rng.standard_normal((n, dims)).astype(np.float32)
+    return normalise(rows), centres
+
+
+def test_ivf_index_finds_nearly_all_true_neighbours_scanning_a_fraction_of_the_store(monkeypatch):
+    from assistantd.vector_stores import ivf
+    from assistantd.vector_stores.search import StoreVectors, _vector
+
+    probes = []
+    candidates = ivf.candidates
+    monkeypatch.setattr(ivf, "candidates", lambda *a: probes.append(candidates(*a)) or probes[-1])
+
+    rng = np.random.default_rng(11)
+    n = 30_000
+    vectors, centres = _clustered(rng, n, topics=300, dims=64, noise=0.8)
+    exact = StoreVectors(files_seen={"f": 1}, seqs=np.arange(1, n + 1), files=np.zeros(n, np.int32),
+                         file_ids=["f"], vectors=vectors)
+    indexed = exact.indexed()
+    assert indexed.index is not None and indexed.index.rows == n
+    assert sorted(indexed.seqs.tolist()) == exact.seqs.tolist()  # the same rows, regrouped
+    recalls, scanned = [], []
+    for _ in range(40):
+        query = normalise(centres[rng.integers(0, 300)][None] + 0.8 * rng.standard_normal((1, 64)).astype(np.float32))
+        truth = _vector(exact, query, None, 20, -1.0)
+        found = _vector(indexed, query, None, 20, -1.0)
+        recalls.append(len(truth.keys() & found.keys()) / 20)
+        for seq in truth.keys() & found.keys():
+            assert found[seq] == pytest.approx(truth[seq], abs=1e-5)
+        scanned.append(sum(b - a for a, b in probes[-1]))  # the slices this search scored
+    assert len(probes) == 40  # every unrestricted search went through the index
+    assert np.mean(recalls) >= 0.9
+    assert max(scanned) <= 0.3 * n  # only the probed groups were scored
+    # A search restricted to some files scans them all, exactly.
+    assert _vector(indexed, query, ["f"], 20, -1.0) == _vector(exact, query, ["f"], 20, -1.0)
+
+
+def test_cache_indexes_a_large_store_in_the_background_and_scans_rows_added_since(databases):
+    from assistantd.vector_stores import ivf
+    from assistantd.vector_stores.search import _vector
+
+    settings = _migrated(databases, "vector-ivf")
+    rng = np.random.default_rng(5)
+    big, _ = _clustered(rng, ivf.MIN_ROWS, topics=150, dims=16, noise=0.3)
+
+    async def add(db, file_id: str, vectors: np.ndarray) -> None:
+        async with db.write() as session:
+            await session.execute(insert(Chunk), [
+                {"id": f"chunk_{file_id}_{i}", "tenant": "t", "vector_store_id": "vs_1", "file_id": file_id,
+                 "index": i, "text": "x", "tokens": 1, "embedding": to_bytes(v), "embedding_model": MODEL}
+                for i, v in enumerate(vectors)])
+
+    async def get(db, cache, completed):
+        async with db.read() as session:
+            return await cache.get(session, "vs_1", MODEL, completed)
+
+    async def scenario():
+        db = Database(settings.sqlalchemy_url)
+        try:
+            await _add_store(db)
+            cache = VectorCache()
+            await add(db, "file-a", big)
+            first = await get(db, cache, {"file-a": 1})
+            assert first.index is None  # searches scan exactly until the index is built
+            await cache.settled()
+            built = await get(db, cache, {"file-a": 1})
+            assert built.index is not None and built.index.rows == ivf.MIN_ROWS
+            assert sorted(built.seqs.tolist()) == sorted(first.seqs.tolist())
+            # A new file's rows are appended after the indexed ones and scanned exactly.
+            odd = normalise(rng.standard_normal((3, 16)).astype(np.float32))
+            await add(db, "file-b", odd)
+            grown = await get(db, cache, {"file-a": 1, "file-b": 2})
+            assert grown.index is built.index and len(grown.seqs) == ivf.MIN_ROWS + 3
+            new_seqs = set(grown.seqs[ivf.MIN_ROWS:].tolist())
+            for vector in odd:
+                best = next(iter(_vector(grown, vector[None], None, 5, -1.0)))
+                assert best in new_seqs
+            assert not grown.needs_index  # 3 unindexed rows: not worth a build
+            # A removal reloads the store: the index goes and is built again.
+            async with db.write() as session:
+                await session.execute(delete(Chunk).where(Chunk.file_id == "file-b"))
+            reloaded = await get(db, cache, {"file-a": 1})
+            assert reloaded.index is None
+            await cache.settled()
+            assert (await get(db, cache, {"file-a": 1})).index is not None
+        finally:
+            await db.dispose()
+
+    asyncio.run(scenario())

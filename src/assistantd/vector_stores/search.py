@@ -11,8 +11,9 @@ filters, are fused by reciprocal rank fusion (RRF, k = 60):
   SQLite the rarest words are kept within :data:`POSTINGS_BUDGET`;
 - vector: cosine similarity between the query's embedding and the chunks'. On PostgreSQL with
   pgvector, by an HNSW index there (:mod:`assistantd.vector_stores.pgvector`); otherwise in
-  process with numpy over the store's vectors, cached per store (:class:`VectorCache`). A chunk
-  under the embedder's ``min_similarity`` is not a vector match.
+  process with numpy over the store's vectors, cached per store (:class:`VectorCache`), through
+  an IVF index for large stores (:mod:`assistantd.vector_stores.ivf`). A chunk under the
+  embedder's ``min_similarity`` is not a vector match.
 
 The reported ``score`` is the fused RRF score divided by the best one attainable (rank 1 in every
 ranking that was made), so it lies in 0..1 and ``score_threshold`` compares against it. With
@@ -24,6 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
+import logging
 import operator
 import re
 from dataclasses import dataclass
@@ -35,6 +38,7 @@ from sqlalchemy import bindparam, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from assistantd.db.models import Chunk, File, VectorStoreFile
+from assistantd.vector_stores import ivf
 from assistantd.vector_stores.embeddings import Embedder, from_bytes
 from assistantd.vector_stores.pgvector import PgVector
 from assistantd.vector_stores.schemas import ComparisonFilter, CompoundFilter
@@ -51,6 +55,8 @@ so some such than that the their theirs them themselves then there these they th
 too under until up very was we were what when where which while who whom why will with would you
 your yours yourself yourselves
 """.split())
+log = logging.getLogger("assistantd.search")
+
 RRF_K = 60
 CANDIDATES = 100  # taken from each ranking before fusion (at least max_num_results)
 # SQLite: the rarest query words are matched until their documents add up to this many. Ranking
@@ -108,10 +114,25 @@ class StoreVectors:
     files: np.ndarray  # int32 index into file_ids, one per row
     file_ids: list[str]
     vectors: np.ndarray  # (rows, dimensions) float32, L2-normalised
+    index: ivf.IVFIndex | None = None  # over the first index.rows rows; later ones are scanned
 
     @property
     def nbytes(self) -> int:
         return self.vectors.nbytes + self.seqs.nbytes + self.files.nbytes
+
+    @property
+    def needs_index(self) -> bool:
+        """Large enough for an index, and none yet, or one that leaves many rows to scan."""
+        indexed = self.index.rows if self.index else 0
+        unindexed = len(self.seqs) - indexed
+        return len(self.seqs) >= ivf.MIN_ROWS and unindexed >= max(ivf.MIN_ROWS, indexed // 4)
+
+    def indexed(self) -> StoreVectors:
+        """A copy with every row indexed, its rows reordered group by group (CPU-heavy: run it
+        in a thread)."""
+        order, index = ivf.build(self.vectors)
+        return StoreVectors(files_seen=self.files_seen, seqs=self.seqs[order], files=self.files[order],
+                            file_ids=self.file_ids, vectors=self.vectors[order], index=index)
 
 
 class VectorCache:
@@ -120,11 +141,18 @@ class VectorCache:
     (its chunks are written with its status) or leaves (re-adding a file makes a new
     ``vector_store_files`` row), so the completed files and their rows' seqs, which every search
     reads anyway, tell whether the matrix is current: files that completed since are appended,
-    any other change reloads the store."""
+    any other change reloads the store.
+
+    A store of :data:`ivf.MIN_ROWS` vectors or more is indexed (:mod:`assistantd.vector_stores.ivf`)
+    in a thread after it is loaded, without holding up searches: they scan exactly until the
+    indexed copy replaces the entry (if the entry has not changed meanwhile; otherwise the next
+    search starts another build). Appended rows are scanned exactly until enough of them gather
+    for a new build."""
 
     def __init__(self, max_bytes: int = 1 << 30) -> None:
         self.max_bytes = max_bytes
         self._entries: collections.OrderedDict[tuple[str, str], StoreVectors] = collections.OrderedDict()
+        self._building: dict[tuple[str, str], asyncio.Task] = {}
 
     async def get(self, session: AsyncSession, vector_store_id: str, model_id: str,
                   completed: dict[str, int]) -> StoreVectors | None:
@@ -138,7 +166,24 @@ class VectorCache:
             while sum(e.nbytes for e in self._entries.values()) > self.max_bytes and len(self._entries) > 1:
                 self._entries.popitem(last=False)
         self._entries.move_to_end(key)
+        if entry.needs_index and key not in self._building:
+            self._building[key] = asyncio.create_task(self._index(key, entry), name=f"ivf-{vector_store_id}")
         return entry if len(entry.seqs) else None
+
+    async def _index(self, key: tuple[str, str], entry: StoreVectors) -> None:
+        try:
+            indexed = await to_thread.run_sync(entry.indexed)
+            if self._entries.get(key) is entry:
+                self._entries[key] = indexed
+        except Exception:
+            log.exception("indexing the vectors of %s failed; its searches scan them all", key[0])
+        finally:
+            self._building.pop(key, None)
+
+    async def settled(self) -> None:
+        """Wait for the index builds under way (tests and benchmarks)."""
+        while self._building:
+            await asyncio.gather(*self._building.values(), return_exceptions=True)
 
     async def _load(self, session: AsyncSession, store: str, model_id: str, completed: dict[str, int],
                     base: StoreVectors | None) -> StoreVectors:
@@ -160,7 +205,9 @@ class VectorCache:
             vectors = base.vectors if vectors is None else np.vstack([base.vectors, vectors])
         if vectors is None:
             vectors = np.zeros((0, 0), np.float32)
-        return StoreVectors(files_seen=dict(completed), seqs=seqs, files=files, file_ids=file_ids, vectors=vectors)
+        # Appended rows come after the indexed ones, so an index still covers what it covered.
+        return StoreVectors(files_seen=dict(completed), seqs=seqs, files=files, file_ids=file_ids, vectors=vectors,
+                            index=base.index if base is not None else None)
 
 
 # --- the rankings ------------------------------------------------------------------------------
@@ -180,6 +227,17 @@ _POSTGRES_LEXICAL_FILES = text(
     "SELECT seq FROM chunks, to_tsquery('simple', :match) AS q "
     "WHERE vector_store_id = :store AND file_id IN :files AND tsv @@ q "
     "ORDER BY ts_rank(tsv, q) DESC, seq LIMIT :limit").bindparams(bindparam("files", expanding=True))
+
+
+async def _core(session: AsyncSession, statement, params: dict[str, Any] | None = None):
+    """Execute a Core statement (of ``Table`` columns or text): plain rows, without the ORM's
+    row processing (a store's 1,000 file rows cost milliseconds through it)."""
+    return await session.execute(statement, params or {})
+
+
+_FILES = VectorStoreFile.__table__.c
+_CHUNKS = Chunk.__table__.c
+_FILE_NAMES = File.__table__.c
 
 
 async def _lexical(session: AsyncSession, store: str, queries: list[str], files: list[str] | None,
@@ -203,7 +261,7 @@ async def _lexical(session: AsyncSession, store: str, queries: list[str], files:
     params: dict[str, Any] = {"match": match, "store": store, "limit": limit}
     if files is not None:
         params["files"] = files
-    return list(await session.scalars(statement, params))
+    return list((await _core(session, statement, params)).scalars())
 
 
 _DOCUMENT_COUNTS = text("SELECT term, doc FROM chunks_fts_vocab WHERE term IN :words").bindparams(
@@ -213,7 +271,7 @@ _DOCUMENT_COUNTS = text("SELECT term, doc FROM chunks_fts_vocab WHERE term IN :w
 async def _within_budget(session: AsyncSession, words: list[str]) -> list[str]:
     """The words that occur at all, rarest first, as many as fit :data:`POSTINGS_BUDGET`
     (at least one). Counts are over the whole index, every store's chunks."""
-    counts = dict((await session.execute(_DOCUMENT_COUNTS, {"words": words})).all())
+    counts = dict((await _core(session, _DOCUMENT_COUNTS, {"words": words})).all())
     kept, total = [], 0
     for word in sorted((w for w in words if counts.get(w)), key=counts.__getitem__):
         if kept and total + counts[word] > POSTINGS_BUDGET:
@@ -225,8 +283,18 @@ async def _within_budget(session: AsyncSession, words: list[str]) -> list[str]:
 
 def _vector(stored: StoreVectors, query_vectors: np.ndarray, files: list[str] | None, limit: int,
             floor: float) -> dict[int, float]:
-    """The ``limit`` most similar chunks at or over ``floor``: seq → similarity, best first."""
-    similarity = (stored.vectors @ query_vectors.T).max(axis=1)  # the best of the queries
+    """The ``limit`` most similar chunks at or over ``floor``: seq → similarity, best first.
+    The best of the queries counts for each chunk. An indexed store is searched through its
+    index (and its unindexed rows exactly), unless ``files`` restricts the search."""
+    rows: np.ndarray | None = None  # the rows scored, when not all of them
+    if stored.index is not None and files is None:
+        slices = ivf.candidates(stored.index, query_vectors)
+        if stored.index.rows < len(stored.seqs):
+            slices.append((stored.index.rows, len(stored.seqs)))
+        rows = np.concatenate([np.arange(a, b) for a, b in slices])
+        similarity = np.concatenate([(stored.vectors[a:b] @ query_vectors.T).max(axis=1) for a, b in slices])
+    else:
+        similarity = (stored.vectors @ query_vectors.T).max(axis=1)
     if files is not None:
         allowed = set(files)
         wanted = np.array([i for i, f in enumerate(stored.file_ids) if f in allowed], dtype=np.int32)
@@ -234,7 +302,8 @@ def _vector(stored: StoreVectors, query_vectors: np.ndarray, files: list[str] | 
     limit = min(limit, len(similarity))
     top = np.argpartition(-similarity, limit - 1)[:limit] if limit else np.array([], dtype=np.int64)
     top = top[np.argsort(-similarity[top], kind="stable")]
-    return {int(stored.seqs[i]): float(similarity[i]) for i in top if similarity[i] >= floor}
+    at = top if rows is None else rows[top]
+    return {int(stored.seqs[r]): float(similarity[i]) for r, i in zip(at, top) if similarity[i] >= floor}
 
 
 def fuse(rankings: list[list[int]], k: int = RRF_K) -> dict[int, float]:
@@ -253,17 +322,28 @@ class Searcher:
         self.embedder = embedder
         self.cache = cache or VectorCache()
         self.pgvector = pgvector  # PostgreSQL with pgvector: vectors are searched there
+        # Query embedding and vector scoring: numpy and onnxruntime release the GIL, so these
+        # threads run beside the event loop's inline SQLite statement.
+        self._threads = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="vector-search")
 
-    async def _score_cached(self, stored: StoreVectors, queries: list[str], query_vectors: np.ndarray | None,
-                            files: list[str] | None, limit: int) -> dict[int, float]:
+    def _start_scoring(self, stored: StoreVectors, queries: list[str], query_vectors: np.ndarray | None,
+                       files: list[str] | None, limit: int) -> asyncio.Future:
+        """The vector ranking, begun at once in a thread when the query vectors are known or the
+        embedder runs in process (the caller's next statement then overlaps it); otherwise a task
+        that first asks the upstream for the embeddings."""
         embedder = self.embedder
         floor = embedder.min_similarity
-        if query_vectors is None and hasattr(embedder, "embed_sync"):  # local: both steps in one thread
-            return await to_thread.run_sync(
-                lambda: _vector(stored, embedder.embed_sync(queries), files, limit, floor))
-        if query_vectors is None:
-            query_vectors = await embedder.embed(queries)
-        return await to_thread.run_sync(_vector, stored, query_vectors, files, limit, floor)
+        loop = asyncio.get_running_loop()
+        if query_vectors is not None:
+            return loop.run_in_executor(self._threads, _vector, stored, query_vectors, files, limit, floor)
+        if hasattr(embedder, "embed_sync"):  # local: both steps in one thread
+            return loop.run_in_executor(
+                self._threads, lambda: _vector(stored, embedder.embed_sync(queries), files, limit, floor))
+
+        async def upstream() -> dict[int, float]:
+            vectors = await embedder.embed(queries)
+            return await loop.run_in_executor(self._threads, _vector, stored, vectors, files, limit, floor)
+        return asyncio.ensure_future(upstream())
 
     async def embed_queries(self, queries: list[str]) -> np.ndarray | None:
         if self.embedder is None:
@@ -275,14 +355,17 @@ class Searcher:
                      query_vectors: np.ndarray | None = None) -> list[dict[str, Any]]:
         """Ranked results: ``{file_id, filename, score, attributes, text}`` per chunk, best first.
         ``query_vectors`` may be given (the queries' embeddings) to reuse them across stores."""
-        completed = {r.id: r for r in (await session.execute(
-            select(VectorStoreFile.id, VectorStoreFile.seq, VectorStoreFile.attributes).where(
-                VectorStoreFile.vector_store_id == vector_store_id, VectorStoreFile.status == "completed")
-        )).all()}
-        allowed = [fid for fid, f in completed.items() if matches(filters, f.attributes or {})]
-        if not allowed:
+        # The completed files (id → their vector_store_files seq), with attributes only to filter.
+        columns = [_FILES.id, _FILES.seq] + ([_FILES.attributes] if filters is not None else [])
+        found = (await _core(session, select(*columns).where(
+            _FILES.vector_store_id == vector_store_id, _FILES.status == "completed"))).all()
+        completed = {r[0]: r[1] for r in found}
+        restrict = None
+        if filters is not None:
+            allowed = [r[0] for r in found if matches(filters, r[2] or {})]
+            restrict = None if len(allowed) == len(found) else allowed
+        if not completed or restrict == []:
             return []
-        restrict = None if len(allowed) == len(completed) else allowed
         limit = max(CANDIDATES, max_num_results)
 
         # On SQLite the lexical statement runs inline on the event loop; meanwhile a thread
@@ -290,11 +373,9 @@ class Searcher:
         embedder, similarity = self.embedder, None
         vector_job: asyncio.Future | None = None
         if embedder is not None and self.pgvector is None:
-            stored = await self.cache.get(session, vector_store_id, embedder.model_id,
-                                          {fid: f.seq for fid, f in completed.items()})
+            stored = await self.cache.get(session, vector_store_id, embedder.model_id, completed)
             if stored is not None:
-                vector_job = asyncio.ensure_future(self._score_cached(stored, queries, query_vectors, restrict, limit))
-                await asyncio.sleep(0)  # let it start its thread before the inline statement
+                vector_job = self._start_scoring(stored, queries, query_vectors, restrict, limit)
         try:
             rankings = [await _lexical(session, vector_store_id, queries, restrict, limit)]
             if vector_job is not None:
@@ -317,16 +398,20 @@ class Searcher:
         best = [s for s in best if scores[s] >= score_threshold][:max_num_results]
         if not best:
             return []
-        rows = {r.seq: r for r in (await session.execute(
-            select(Chunk.seq, Chunk.file_id, Chunk.text).where(Chunk.seq.in_(best)))).all()}
-        names = dict((await session.execute(
-            select(File.id, File.filename).where(File.id.in_({r.file_id for r in rows.values()})))).all())
+        rows = {r.seq: r for r in (await _core(session,
+            select(_CHUNKS.seq, _CHUNKS.file_id, _CHUNKS.text).where(_CHUNKS.seq.in_(best)))).all()}
+        files = {r.file_id: r for r in (await _core(session,
+            select(_FILES.id.label("file_id"), _FILES.attributes, _FILE_NAMES.filename)
+            .select_from(VectorStoreFile.__table__.outerjoin(File.__table__, _FILE_NAMES.id == _FILES.id))
+            .where(_FILES.vector_store_id == vector_store_id, _FILES.status == "completed",
+                   _FILES.id.in_({r.file_id for r in rows.values()})))).all()}
         out = []
         for seq in best:
             row = rows.get(seq)
-            if row is None or row.file_id not in completed:
+            file = files.get(row.file_id) if row is not None else None
+            if file is None:
                 continue  # removed since the rankings were made
-            out.append({"file_id": row.file_id, "filename": names.get(row.file_id, ""),
-                        "score": round(scores[seq], 6), "attributes": completed[row.file_id].attributes or {},
+            out.append({"file_id": row.file_id, "filename": file.filename or "",
+                        "score": round(scores[seq], 6), "attributes": file.attributes or {},
                         "text": row.text})
         return out
