@@ -114,8 +114,8 @@ def test_lexical_query_keeps_the_rarest_words_within_the_postings_budget(databas
         finally:
             await db.dispose()
 
-    kept, ranked, only_common = asyncio.run(scenario())
-    assert kept == ["rare", "middling"]  # 2 + 6 chunks fit in 10; 'common' (30) does not
+    (kept, together), ranked, only_common = asyncio.run(scenario())
+    assert kept == ["rare", "middling"] and not together  # 2 + 6 chunks fit in 10; 'common' (30) does not
     # Chunk i has seq i + 1: those with 'rare' (i = 3, 17) rank first, then those with 'middling'.
     assert set(ranked[:2]) == {4, 18} and set(ranked[2:]) == {1, 6, 11, 16, 21, 26}
     assert len(only_common) == 30  # the rarest word is always kept, whatever its count
@@ -213,3 +213,40 @@ def test_cache_indexes_a_large_store_in_the_background_and_scans_rows_added_sinc
             await db.dispose()
 
     asyncio.run(scenario())
+
+
+def test_lexical_query_of_only_common_words_matches_the_two_rarest_together(databases, monkeypatch):
+    """SQLite: when even the rarest word of a query is over the postings budget, the chunks
+    holding both of the two rarest words are ranked, unless fewer than asked for hold both."""
+    from assistantd.vector_stores import search
+
+    if databases.backend != "sqlite":
+        pytest.skip("the postings budget reads SQLite's FTS5 vocabulary")
+    settings = _migrated(databases, "budget-and")
+    monkeypatch.setattr(search, "POSTINGS_BUDGET", 5)
+    # 'alpha' is in chunks 0-7, 'beta' in 5-14 (both: 5, 6, 7), 'gamma' in all 20.
+    texts = [" ".join(["gamma"] + (["alpha"] if i < 8 else []) + (["beta"] if 5 <= i < 15 else []))
+             for i in range(20)]
+
+    async def scenario():
+        db = Database(settings.sqlalchemy_url)
+        try:
+            await _add_store(db)
+            async with db.write() as session:
+                await session.execute(insert(Chunk), [
+                    {"id": f"chunk_{i}", "tenant": "t", "vector_store_id": "vs_1", "file_id": "f", "index": i,
+                     "text": t, "tokens": 3} for i, t in enumerate(texts)])
+            async with db.read() as session:
+                chosen = await search._within_budget(session, ["gamma", "beta", "alpha"])
+                both = await search._lexical(session, "vs_1", ["gamma beta alpha"], None, 3)
+                fallback = await search._lexical(session, "vs_1", ["gamma beta alpha"], None, 5)
+            return chosen, both, fallback
+        finally:
+            await db.dispose()
+
+    chosen, both, fallback = asyncio.run(scenario())
+    assert chosen == (["alpha", "beta"], True)  # 8 and 10 chunks: each alone is over 5
+    assert set(both) == {6, 7, 8}  # seq = i + 1: the three chunks with alpha and beta
+    # Five asked for, three hold both: the chunks with the rarest word, alpha, are ranked, the
+    # shorter ones (alpha without beta) first.
+    assert set(fallback) == {1, 2, 3, 4, 5}

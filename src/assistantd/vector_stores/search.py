@@ -8,7 +8,8 @@ filters, are fused by reciprocal rank fusion (RRF, k = 60):
   (unless the query has nothing else). Both split words the same way
   (lower-cased, no stemming: the ``simple`` configuration and ``unicode61``), so
   a word matches alike on both; inflections and synonyms are the vector ranking's part. On
-  SQLite the rarest words are kept within :data:`POSTINGS_BUDGET`;
+  SQLite the rarest words are kept within :data:`POSTINGS_BUDGET` (a query of common words
+  only matches its two rarest together);
 - vector: cosine similarity between the query's embedding and the chunks'. On PostgreSQL with
   pgvector, by an HNSW index there (:mod:`assistantd.vector_stores.pgvector`); otherwise in
   process with numpy over the store's vectors, cached per store (:class:`VectorCache`), through
@@ -59,9 +60,10 @@ log = logging.getLogger("assistantd.search")
 
 RRF_K = 60
 CANDIDATES = 100  # taken from each ranking before fusion (at least max_num_results)
-# SQLite: the rarest query words are matched until their documents add up to this many. Ranking
-# every chunk that holds a common word costs ~5 µs a chunk (half a second at 100k), and such a
-# word weighs little in BM25; the vector ranking still sees the whole query.
+# SQLite: the rarest query words are matched until their documents add up to this many (or, when
+# even the rarest is over it, the two rarest together; see _within_budget). Ranking every chunk
+# that holds a common word costs ~5 µs a chunk (half a second at 100k), and such a word weighs
+# little in BM25; the vector ranking still sees the whole query.
 POSTINGS_BUDGET = 5000
 MAX_QUERY_TERMS = 64
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)  # letters and digits, as FTS5's unicode61 and tsvector split
@@ -248,19 +250,25 @@ async def _lexical(session: AsyncSession, store: str, queries: list[str], files:
     if not words:
         return []
     sqlite = session.bind.dialect.name == "sqlite"
-    if sqlite:
-        words = await _within_budget(session, words)
-        if not words:
-            return []
-        store_token = store.replace("_", "").lower()
-        match = f'store:"{store_token}" AND text:(' + " OR ".join(f'"{w}"' for w in words) + ")"
-        statement = _SQLITE_LEXICAL if files is None else _SQLITE_LEXICAL_FILES
-    else:
-        match = " | ".join(f"'{w}'" for w in words)
-        statement = _POSTGRES_LEXICAL if files is None else _POSTGRES_LEXICAL_FILES
-    params: dict[str, Any] = {"match": match, "store": store, "limit": limit}
+    params: dict[str, Any] = {"store": store, "limit": limit}
     if files is not None:
         params["files"] = files
+    if not sqlite:
+        params["match"] = " | ".join(f"'{w}'" for w in words)
+        statement = _POSTGRES_LEXICAL if files is None else _POSTGRES_LEXICAL_FILES
+        return list((await _core(session, statement, params)).scalars())
+    words, together = await _within_budget(session, words)
+    if not words:
+        return []
+    statement = _SQLITE_LEXICAL if files is None else _SQLITE_LEXICAL_FILES
+    scope = f'store:"{store.replace("_", "").lower()}" AND '
+    if together:
+        params["match"] = scope + f'text:("{words[0]}" AND "{words[1]}")'
+        found = list((await _core(session, statement, params)).scalars())
+        if len(found) >= limit:
+            return found
+        words = words[:1]  # too few chunks hold both: rank those holding the rarer one
+    params["match"] = scope + "text:(" + " OR ".join(f'"{w}"' for w in words) + ")"
     return list((await _core(session, statement, params)).scalars())
 
 
@@ -268,17 +276,25 @@ _DOCUMENT_COUNTS = text("SELECT term, doc FROM chunks_fts_vocab WHERE term IN :w
     bindparam("words", expanding=True))
 
 
-async def _within_budget(session: AsyncSession, words: list[str]) -> list[str]:
-    """The words that occur at all, rarest first, as many as fit :data:`POSTINGS_BUDGET`
-    (at least one). Counts are over the whole index, every store's chunks."""
+async def _within_budget(session: AsyncSession, words: list[str]) -> tuple[list[str], bool]:
+    """The words to match, and whether to match them together (AND) rather than any (OR).
+
+    The words that occur at all, rarest first, as many as fit :data:`POSTINGS_BUDGET`. When
+    even the rarest is over it (every word of the query is common), the two rarest together:
+    their common chunks are far fewer, and they are the ones BM25 would rank first anyway (the
+    caller falls back to the rarest word alone when they are too few). Counts are over the whole
+    index, every store's chunks."""
     counts = dict((await _core(session, _DOCUMENT_COUNTS, {"words": words})).all())
+    present = sorted((w for w in words if counts.get(w)), key=counts.__getitem__)
+    if len(present) >= 2 and counts[present[0]] > POSTINGS_BUDGET:
+        return present[:2], True
     kept, total = [], 0
-    for word in sorted((w for w in words if counts.get(w)), key=counts.__getitem__):
+    for word in present:
         if kept and total + counts[word] > POSTINGS_BUDGET:
             break
         kept.append(word)
         total += counts[word]
-    return kept
+    return kept, False
 
 
 def _vector(stored: StoreVectors, query_vectors: np.ndarray, files: list[str] | None, limit: int,
