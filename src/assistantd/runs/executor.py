@@ -33,6 +33,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from assistantd import ids
 from assistantd.db import Database
 from assistantd.db.models import Message, Run, RunStep
+from assistantd.db.rows import insert_objects, update_object
 from assistantd.files.storage import FileStore
 from assistantd.runs import prompt as prompts
 from assistantd.runs import tokens
@@ -49,6 +50,12 @@ from assistantd.upstream.client import UpstreamClient, UpstreamError
 from assistantd.vector_stores.search import Searcher
 
 log = logging.getLogger("assistantd.executor")
+
+# What the boundaries change, written with one UPDATE each (assistantd.db.rows).
+MESSAGE_END = ("content", "status", "completed_at", "incomplete_at", "incomplete_details")
+STEP_END = ("status", "completed_at", "usage")
+RUN_END = ("status", "completed_at", "failed_at", "cancelled_at", "last_error", "required_action",
+           "incomplete_details", "usage", "worker", "lease_until")
 
 LEASE_SECONDS = 10.0  # a run whose executor stops renewing this is orphaned
 MAINTENANCE_INTERVAL = 3.0
@@ -463,7 +470,7 @@ class RunExecutor:
         step = self._new_step(run, "message_creation",
                               {"type": "message_creation", "message_creation": {"message_id": message.id}})
         async with self.db.write() as session:
-            session.add_all([message, step])
+            await insert_objects(session, message, step)
         turn.message, turn.message_step = message, step
         self.emit(run.id, ("thread.run.step.created", "thread.run.step.in_progress"), RunStepObject.from_row, step)
         self.emit(run.id, ("thread.message.created", "thread.message.in_progress"), MessageObject.from_row, message)
@@ -503,8 +510,8 @@ class RunExecutor:
         step = turn.message_step
         step.status, step.completed_at = "completed", ids.now()
         async with self.db.write() as session:
-            session.add(turn.message)
-            session.add(step)
+            await update_object(session, turn.message, *MESSAGE_END)
+            await update_object(session, step, *STEP_END)
         self.emit(ctx.run.id, "thread.message.completed", MessageObject.from_row, turn.message)
         self.emit(ctx.run.id, "thread.run.step.completed", RunStepObject.from_row, step)
 
@@ -599,8 +606,8 @@ class RunExecutor:
         self._add_usage(run, turn.usage)
         async with self.db.write() as session:
             if turn.message is not None:
-                session.add(turn.message)
-                session.add(turn.message_step)
+                await update_object(session, turn.message, *MESSAGE_END)
+                await update_object(session, turn.message_step, *STEP_END)
             await self._end_run(session, run)
         if turn.message is not None:
             self.emit(run.id, "thread.message.completed", MessageObject.from_row, turn.message)
@@ -694,7 +701,7 @@ class RunExecutor:
         run.worker, run.lease_until = None, None
         if run.status in ("completed", "failed", "cancelled", "expired", "incomplete"):
             run.required_action = None
-        session.add(run)
+        await update_object(session, run, *RUN_END)
 
     def _emit_all(self, run_id: str, events: list[Event]) -> None:
         if self.bus.watched(run_id):

@@ -17,6 +17,7 @@ from assistantd.api.pagination import PageParams, paginate
 from assistantd.api.types import dump_response_format, dump_tools
 from assistantd.assistants import service as assistants
 from assistantd.db.models import Message, Run, RunStep, Thread
+from assistantd.db.rows import insert_objects
 from assistantd.runs.schemas import (
     ACTIVE_STATUSES,
     CreateRunRequest,
@@ -121,8 +122,7 @@ async def create(session: AsyncSession, tenant: str, thread: Thread,
         lease_until=None,
         include_search_content=include_search_content,
     )
-    session.add(run)
-    await session.flush()
+    await insert_objects(session, run)
     return run
 
 
