@@ -5,8 +5,6 @@ embeddings modes."""
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
 from tests.conftest import make_client

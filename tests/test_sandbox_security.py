@@ -153,17 +153,20 @@ print('data MiB', vfs.f_blocks * vfs.f_frsize // 2**20)
 # --- abuse -----------------------------------------------------------------------------------------
 
 def test_fork_bomb_is_contained(box, client, fake_upstream, bot, witness):
-    # Children sleep, then leave; the parent forks until the pids limit says no, reaps them and
-    # lets the error through.
+    # Children wait on a pipe; the parent forks until the pids limit says no, then closes the
+    # pipe (the children leave), reaps them and lets the error through. (Children that slept a
+    # fixed time made the run outlast the execution timeout on a slow, loaded machine.)
     code = """
-import os, time
+import os
+r, w = os.pipe()
 children = []
 try:
     while len(children) < 10_000:
         pid = os.fork()
         if pid == 0:
             try:
-                time.sleep(1)
+                os.close(w)
+                os.read(r, 1)  # returns at EOF: when the parent has closed its end
             finally:
                 os._exit(0)
         children.append(pid)
@@ -171,6 +174,7 @@ except OSError:
     print('forked', len(children))
     raise
 finally:
+    os.close(w)
     for pid in children:
         os.waitpid(pid, 0)
 """

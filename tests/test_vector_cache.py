@@ -250,3 +250,45 @@ def test_lexical_query_of_only_common_words_matches_the_two_rarest_together(data
     # Five asked for, three hold both: the chunks with the rarest word, alpha, are ranked, the
     # shorter ones (alpha without beta) first.
     assert set(fallback) == {1, 2, 3, 4, 5}
+
+
+def test_a_cold_load_on_sqlite_runs_once_in_a_thread_for_concurrent_searches(databases, monkeypatch):
+    import threading
+
+    from assistantd.vector_stores import search
+
+    if databases.backend != "sqlite":
+        pytest.skip("PostgreSQL loads through the (non-blocking) session")
+    settings = _migrated(databases, "cold-load")
+    calls = []
+    read = search._read_and_assemble
+
+    def recording(*args):
+        calls.append(threading.get_ident())
+        return read(*args)
+
+    monkeypatch.setattr(search, "_read_and_assemble", recording)
+
+    async def scenario():
+        db = Database(settings.sqlalchemy_url)
+        try:
+            await _add_store(db)
+            vectors = normalise(np.random.default_rng(3).standard_normal((50, 8)))
+            async with db.write() as session:
+                await session.execute(insert(Chunk), [
+                    {"id": f"chunk_{i}", "tenant": "t", "vector_store_id": "vs_1", "file_id": "file-a", "index": i,
+                     "text": "x", "tokens": 1, "embedding": to_bytes(v), "embedding_model": MODEL}
+                    for i, v in enumerate(vectors)])
+            cache = VectorCache()
+
+            async def get():
+                async with db.read() as session:
+                    return await cache.get(session, "vs_1", MODEL, {"file-a": 1})
+            first, second = await asyncio.gather(get(), get())
+            return first, second, threading.get_ident()
+        finally:
+            await db.dispose()
+
+    first, second, loop_thread = asyncio.run(scenario())
+    assert first is second and len(first.seqs) == 50
+    assert len(calls) == 1 and calls[0] != loop_thread

@@ -96,6 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await asyncio.gather(*tasks, return_exceptions=True)
             await app.state.executor.stop()
             await app.state.sandboxes.close()
+            app.state.searcher.close()
             await app.state.upstream.aclose()
             await app.state.db.dispose()
 

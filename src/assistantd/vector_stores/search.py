@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 from anyio import to_thread
-from sqlalchemy import bindparam, func, select, text
+from sqlalchemy import bindparam, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from assistantd.db.models import Chunk, File, VectorStoreFile
@@ -155,6 +155,7 @@ class VectorCache:
         self.max_bytes = max_bytes
         self._entries: collections.OrderedDict[tuple[str, str], StoreVectors] = collections.OrderedDict()
         self._building: dict[tuple[str, str], asyncio.Task] = {}
+        self._loading: dict[tuple[str, str], tuple[dict[str, int], StoreVectors | None, asyncio.Future]] = {}
 
     async def get(self, session: AsyncSession, vector_store_id: str, model_id: str,
                   completed: dict[str, int]) -> StoreVectors | None:
@@ -163,7 +164,7 @@ class VectorCache:
         entry = self._entries.get(key)
         if entry is None or entry.files_seen != completed:
             kept = entry is not None and all(completed.get(f) == s for f, s in entry.files_seen.items())
-            entry = await self._load(session, vector_store_id, model_id, completed, entry if kept else None)
+            entry = await self._load(session, key, completed, entry if kept else None)
             self._entries[key] = entry
             while sum(e.nbytes for e in self._entries.values()) > self.max_bytes and len(self._entries) > 1:
                 self._entries.popitem(last=False)
@@ -187,29 +188,59 @@ class VectorCache:
         while self._building:
             await asyncio.gather(*self._building.values(), return_exceptions=True)
 
-    async def _load(self, session: AsyncSession, store: str, model_id: str, completed: dict[str, int],
+    async def _load(self, session: AsyncSession, key: tuple[str, str], completed: dict[str, int],
                     base: StoreVectors | None) -> StoreVectors:
-        """Read the vectors of ``completed`` files, or only of those not in ``base`` yet."""
-        query = select(Chunk.seq, Chunk.file_id, Chunk.embedding).where(
-            Chunk.vector_store_id == store, Chunk.embedding_model == model_id, Chunk.embedding.is_not(None))
-        if base is not None:
-            query = query.where(Chunk.file_id.in_([f for f in completed if f not in base.files_seen]))
-        rows = (await session.execute(query.order_by(Chunk.seq))).all()
-        file_ids = sorted({r.file_id for r in rows} | set(base.file_ids if base else ()))
-        position = {f: i for i, f in enumerate(file_ids)}
-        seqs = np.array([r.seq for r in rows], dtype=np.int64)
-        files = np.array([position[r.file_id] for r in rows], dtype=np.int32)
-        vectors = np.vstack([from_bytes(r.embedding) for r in rows]) if rows else None
-        if base is not None and len(base.seqs):
-            remap = np.array([position[f] for f in base.file_ids], dtype=np.int32)
-            seqs = np.concatenate([base.seqs, seqs])
-            files = np.concatenate([remap[base.files], files])
-            vectors = base.vectors if vectors is None else np.vstack([base.vectors, vectors])
-        if vectors is None:
-            vectors = np.zeros((0, 0), np.float32)
-        # Appended rows come after the indexed ones, so an index still covers what it covered.
-        return StoreVectors(files_seen=dict(completed), seqs=seqs, files=files, file_ids=file_ids, vectors=vectors,
-                            index=base.index if base is not None else None)
+        """Read the vectors of ``completed`` files, or only of those not in ``base`` yet.
+
+        On SQLite the rows are read and assembled in a thread on a connection of its own (the
+        session's statements run inline on the event loop: 100k vectors would hold it for a
+        second or more); searches of the store that arrive meanwhile wait for the same load.
+        The files are named, so that a file completing meanwhile (its chunks are written with
+        its status) is left to the next search's append."""
+        store, model_id = key
+        new_files = [f for f in completed if base is None or f not in base.files_seen]
+        query = select(_CHUNKS.seq, _CHUNKS.file_id, _CHUNKS.embedding).where(
+            _CHUNKS.vector_store_id == store, _CHUNKS.embedding_model == model_id,
+            _CHUNKS.embedding.is_not(None), _CHUNKS.file_id.in_(new_files))
+        engine = session.bind
+        if engine.dialect.name != "sqlite":
+            rows = (await session.execute(query)).all()
+            return _assemble(rows, completed, base)
+        pending = self._loading.get(key)
+        if pending is None or pending[0] != completed or pending[1] is not base:
+            task = asyncio.ensure_future(to_thread.run_sync(_read_and_assemble, engine.sync_engine, query,
+                                                            dict(completed), base))
+            pending = self._loading[key] = (dict(completed), base, task)
+            task.add_done_callback(lambda _t, k=key, p=pending: self._loading.pop(k, None)
+                                   if self._loading.get(k) is p else None)
+        return await asyncio.shield(pending[2])
+
+
+def _read_and_assemble(engine, query, completed: dict[str, int], base: StoreVectors | None) -> StoreVectors:
+    with engine.connect() as connection:
+        rows = connection.execute(query).all()
+    return _assemble(rows, completed, base)
+
+
+def _assemble(rows, completed: dict[str, int], base: StoreVectors | None) -> StoreVectors:
+    """The store's matrix: ``base`` (if any) followed by ``rows`` (seq, file_id, embedding), in
+    the index's order (no sort of the blobs)."""
+    file_ids = sorted({r.file_id for r in rows} | set(base.file_ids if base else ()))
+    position = {f: i for i, f in enumerate(file_ids)}
+    seqs = np.array([r.seq for r in rows], dtype=np.int64)
+    files = np.array([position[r.file_id] for r in rows], dtype=np.int32)
+    # One buffer for all rows (a model's vectors all have its dimension).
+    vectors = from_bytes(b"".join(r.embedding for r in rows)).reshape(len(rows), -1) if rows else None
+    if base is not None and len(base.seqs):
+        remap = np.array([position[f] for f in base.file_ids], dtype=np.int32)
+        seqs = np.concatenate([base.seqs, seqs])
+        files = np.concatenate([remap[base.files], files])
+        vectors = base.vectors if vectors is None else np.vstack([base.vectors, vectors])
+    if vectors is None:
+        vectors = np.zeros((0, 0), np.float32)
+    # Appended rows come after the indexed ones, so an index still covers what it covered.
+    return StoreVectors(files_seen=dict(completed), seqs=seqs, files=files, file_ids=file_ids, vectors=vectors,
+                        index=base.index if base is not None else None)
 
 
 # --- the rankings ------------------------------------------------------------------------------
@@ -231,12 +262,7 @@ _POSTGRES_LEXICAL_FILES = text(
     "ORDER BY ts_rank(tsv, q) DESC, seq LIMIT :limit").bindparams(bindparam("files", expanding=True))
 
 
-async def _core(session: AsyncSession, statement, params: dict[str, Any] | None = None):
-    """Execute a Core statement (of ``Table`` columns or text): plain rows, without the ORM's
-    row processing (a store's 1,000 file rows cost milliseconds through it)."""
-    return await session.execute(statement, params or {})
-
-
+# Table columns: statements over them return plain rows, with no ORM loading step.
 _FILES = VectorStoreFile.__table__.c
 _CHUNKS = Chunk.__table__.c
 _FILE_NAMES = File.__table__.c
@@ -256,7 +282,7 @@ async def _lexical(session: AsyncSession, store: str, queries: list[str], files:
     if not sqlite:
         params["match"] = " | ".join(f"'{w}'" for w in words)
         statement = _POSTGRES_LEXICAL if files is None else _POSTGRES_LEXICAL_FILES
-        return list((await _core(session, statement, params)).scalars())
+        return list((await session.execute(statement, params)).scalars())
     words, together = await _within_budget(session, words)
     if not words:
         return []
@@ -264,12 +290,12 @@ async def _lexical(session: AsyncSession, store: str, queries: list[str], files:
     scope = f'store:"{store.replace("_", "").lower()}" AND '
     if together:
         params["match"] = scope + f'text:("{words[0]}" AND "{words[1]}")'
-        found = list((await _core(session, statement, params)).scalars())
+        found = list((await session.execute(statement, params)).scalars())
         if len(found) >= limit:
             return found
         words = words[:1]  # too few chunks hold both: rank those holding the rarer one
     params["match"] = scope + "text:(" + " OR ".join(f'"{w}"' for w in words) + ")"
-    return list((await _core(session, statement, params)).scalars())
+    return list((await session.execute(statement, params)).scalars())
 
 
 _DOCUMENT_COUNTS = text("SELECT term, doc FROM chunks_fts_vocab WHERE term IN :words").bindparams(
@@ -284,7 +310,7 @@ async def _within_budget(session: AsyncSession, words: list[str]) -> tuple[list[
     their common chunks are far fewer, and they are the ones BM25 would rank first anyway (the
     caller falls back to the rarest word alone when they are too few). Counts are over the whole
     index, every store's chunks."""
-    counts = dict((await _core(session, _DOCUMENT_COUNTS, {"words": words})).all())
+    counts = dict((await session.execute(_DOCUMENT_COUNTS, {"words": words})).all())
     present = sorted((w for w in words if counts.get(w)), key=counts.__getitem__)
     if len(present) >= 2 and counts[present[0]] > POSTINGS_BUDGET:
         return present[:2], True
@@ -361,6 +387,9 @@ class Searcher:
             return await loop.run_in_executor(self._threads, _vector, stored, vectors, files, limit, floor)
         return asyncio.ensure_future(upstream())
 
+    def close(self) -> None:
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
     async def embed_queries(self, queries: list[str]) -> np.ndarray | None:
         if self.embedder is None:
             return None
@@ -373,7 +402,7 @@ class Searcher:
         ``query_vectors`` may be given (the queries' embeddings) to reuse them across stores."""
         # The completed files (id → their vector_store_files seq), with attributes only to filter.
         columns = [_FILES.id, _FILES.seq] + ([_FILES.attributes] if filters is not None else [])
-        found = (await _core(session, select(*columns).where(
+        found = (await session.execute(select(*columns).where(
             _FILES.vector_store_id == vector_store_id, _FILES.status == "completed"))).all()
         completed = {r[0]: r[1] for r in found}
         restrict = None
@@ -414,9 +443,9 @@ class Searcher:
         best = [s for s in best if scores[s] >= score_threshold][:max_num_results]
         if not best:
             return []
-        rows = {r.seq: r for r in (await _core(session,
+        rows = {r.seq: r for r in (await session.execute(
             select(_CHUNKS.seq, _CHUNKS.file_id, _CHUNKS.text).where(_CHUNKS.seq.in_(best)))).all()}
-        files = {r.file_id: r for r in (await _core(session,
+        files = {r.file_id: r for r in (await session.execute(
             select(_FILES.id.label("file_id"), _FILES.attributes, _FILE_NAMES.filename)
             .select_from(VectorStoreFile.__table__.outerjoin(File.__table__, _FILE_NAMES.id == _FILES.id))
             .where(_FILES.vector_store_id == vector_store_id, _FILES.status == "completed",
