@@ -292,3 +292,21 @@ def test_a_cold_load_on_sqlite_runs_once_in_a_thread_for_concurrent_searches(dat
     first, second, loop_thread = asyncio.run(scenario())
     assert first is second and len(first.seqs) == 50
     assert len(calls) == 1 and calls[0] != loop_thread
+
+
+def test_a_probe_that_finds_only_empty_groups_scans_exactly():
+    from assistantd.vector_stores import ivf
+    from assistantd.vector_stores.search import StoreVectors, _vector
+
+    rng = np.random.default_rng(0)
+    n = 1000
+    vectors = normalise(rng.standard_normal((n, 16)).astype(np.float32))
+    exact = StoreVectors(files_seen={"f": 1}, seqs=np.arange(1, n + 1), files=np.zeros(n, np.int32),
+                         file_ids=["f"], vectors=vectors)
+    # Every group empty (offsets all 0): whatever is probed holds no rows.
+    empty = ivf.IVFIndex(rows=n, centroids=normalise(rng.standard_normal((30, 16)).astype(np.float32)),
+                         offsets=np.zeros(31, np.int64))
+    hollow = StoreVectors(files_seen={"f": 1}, seqs=exact.seqs, files=exact.files, file_ids=["f"],
+                          vectors=vectors, index=empty)
+    query = normalise(rng.standard_normal((1, 16)).astype(np.float32))
+    assert _vector(hollow, query, None, 5, -1.0) == _vector(exact, query, None, 5, -1.0)

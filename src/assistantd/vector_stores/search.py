@@ -329,13 +329,13 @@ def _vector(stored: StoreVectors, query_vectors: np.ndarray, files: list[str] | 
     The best of the queries counts for each chunk. An indexed store is searched through its
     index (and its unindexed rows exactly), unless ``files`` restricts the search."""
     rows: np.ndarray | None = None  # the rows scored, when not all of them
-    if stored.index is not None and files is None:
-        slices = ivf.candidates(stored.index, query_vectors)
-        if stored.index.rows < len(stored.seqs):
-            slices.append((stored.index.rows, len(stored.seqs)))
+    slices = ivf.candidates(stored.index, query_vectors) if stored.index is not None and files is None else []
+    if stored.index is not None and slices and stored.index.rows < len(stored.seqs):
+        slices.append((stored.index.rows, len(stored.seqs)))
+    if slices:
         rows = np.concatenate([np.arange(a, b) for a, b in slices])
         similarity = np.concatenate([(stored.vectors[a:b] @ query_vectors.T).max(axis=1) for a, b in slices])
-    else:
+    else:  # no index, a restriction to some files, or (hardly ever) only empty groups probed
         similarity = (stored.vectors @ query_vectors.T).max(axis=1)
     if files is not None:
         allowed = set(files)
