@@ -5,6 +5,7 @@ a fresh load would."""
 from __future__ import annotations
 
 import asyncio
+import secrets
 
 import numpy as np
 import pytest
@@ -32,19 +33,26 @@ async def _add_store(db: Database) -> None:
         session.add(VectorStore(id="vs_1", tenant="t", created_at=0, name=None, description=None,
                                 metadata_={}, expires_after=None))
 
+async def _add_chunks(db: Database, file_id: str, *, texts: list[str] | None = None,
+                      vectors: np.ndarray | None = None) -> None:
+    """Chunks of one file in store ``vs_1``, in order: one per text (``"x"`` each when only
+    vectors are given), each with its vector (tagged ``MODEL``) when vectors are given."""
+    texts = texts if texts is not None else ["x"] * len(vectors)
+    async with db.write() as session:
+        await session.execute(insert(Chunk), [
+            {"id": f"chunk_{file_id}_{i}_{secrets.token_hex(4)}", "tenant": "t", "vector_store_id": "vs_1",
+             "file_id": file_id, "index": i, "text": t, "tokens": len(t.split()),
+             **({"embedding": to_bytes(vectors[i]), "embedding_model": MODEL} if vectors is not None else {})}
+            for i, t in enumerate(texts)])
+
+
 
 def test_cache_appends_new_chunks_and_reloads_after_removals(databases):
     settings = _migrated(databases, "vector-cache")
     rng = np.random.default_rng(7)
 
     async def add(db, file_id: str, n: int) -> None:
-        vectors = normalise(rng.standard_normal((n, 8)))
-        async with db.write() as session:
-            await session.execute(insert(Chunk), [
-                {"id": f"chunk_{file_id}_{i}_{rng.integers(1 << 30)}", "tenant": "t", "vector_store_id": "vs_1",
-                 "file_id": file_id, "index": i, "text": f"text {i}", "tokens": 2, "embedding": to_bytes(v),
-                 "embedding_model": MODEL}
-                for i, v in enumerate(vectors)])
+        await _add_chunks(db, file_id, vectors=normalise(rng.standard_normal((n, 8))))
 
     async def remove(db, file_id: str) -> None:
         async with db.write() as session:
@@ -102,10 +110,7 @@ def test_lexical_query_keeps_the_rarest_words_within_the_postings_budget(databas
         db = Database(settings.sqlalchemy_url)
         try:
             await _add_store(db)
-            async with db.write() as session:
-                await session.execute(insert(Chunk), [
-                    {"id": f"chunk_{i}", "tenant": "t", "vector_store_id": "vs_1", "file_id": "f", "index": i,
-                     "text": t, "tokens": 3} for i, t in enumerate(texts)])
+            await _add_chunks(db, "f", texts=texts)
             async with db.read() as session:
                 kept = await search._within_budget(session, ["common", "absent", "middling", "rare"])
                 ranked = await search._lexical(session, "vs_1", ["common middling rare absent"], None, 100)
@@ -169,13 +174,6 @@ def test_cache_indexes_a_large_store_in_the_background_and_scans_rows_added_sinc
     rng = np.random.default_rng(5)
     big, _ = _clustered(rng, ivf.MIN_ROWS, topics=150, dims=16, noise=0.3)
 
-    async def add(db, file_id: str, vectors: np.ndarray) -> None:
-        async with db.write() as session:
-            await session.execute(insert(Chunk), [
-                {"id": f"chunk_{file_id}_{i}", "tenant": "t", "vector_store_id": "vs_1", "file_id": file_id,
-                 "index": i, "text": "x", "tokens": 1, "embedding": to_bytes(v), "embedding_model": MODEL}
-                for i, v in enumerate(vectors)])
-
     async def get(db, cache, completed):
         async with db.read() as session:
             return await cache.get(session, "vs_1", MODEL, completed)
@@ -185,7 +183,7 @@ def test_cache_indexes_a_large_store_in_the_background_and_scans_rows_added_sinc
         try:
             await _add_store(db)
             cache = VectorCache()
-            await add(db, "file-a", big)
+            await _add_chunks(db, "file-a", vectors=big)
             first = await get(db, cache, {"file-a": 1})
             assert first.index is None  # searches scan exactly until the index is built
             await cache.settled()
@@ -194,7 +192,7 @@ def test_cache_indexes_a_large_store_in_the_background_and_scans_rows_added_sinc
             assert sorted(built.seqs.tolist()) == sorted(first.seqs.tolist())
             # A new file's rows are appended after the indexed ones and scanned exactly.
             odd = normalise(rng.standard_normal((3, 16)).astype(np.float32))
-            await add(db, "file-b", odd)
+            await _add_chunks(db, "file-b", vectors=odd)
             grown = await get(db, cache, {"file-a": 1, "file-b": 2})
             assert grown.index is built.index and len(grown.seqs) == ivf.MIN_ROWS + 3
             new_seqs = set(grown.seqs[ivf.MIN_ROWS:].tolist())
@@ -232,10 +230,7 @@ def test_lexical_query_of_only_common_words_matches_the_two_rarest_together(data
         db = Database(settings.sqlalchemy_url)
         try:
             await _add_store(db)
-            async with db.write() as session:
-                await session.execute(insert(Chunk), [
-                    {"id": f"chunk_{i}", "tenant": "t", "vector_store_id": "vs_1", "file_id": "f", "index": i,
-                     "text": t, "tokens": 3} for i, t in enumerate(texts)])
+            await _add_chunks(db, "f", texts=texts)
             async with db.read() as session:
                 chosen = await search._within_budget(session, ["gamma", "beta", "alpha"])
                 both = await search._lexical(session, "vs_1", ["gamma beta alpha"], None, 3)
@@ -273,12 +268,7 @@ def test_a_cold_load_on_sqlite_runs_once_in_a_thread_for_concurrent_searches(dat
         db = Database(settings.sqlalchemy_url)
         try:
             await _add_store(db)
-            vectors = normalise(np.random.default_rng(3).standard_normal((50, 8)))
-            async with db.write() as session:
-                await session.execute(insert(Chunk), [
-                    {"id": f"chunk_{i}", "tenant": "t", "vector_store_id": "vs_1", "file_id": "file-a", "index": i,
-                     "text": "x", "tokens": 1, "embedding": to_bytes(v), "embedding_model": MODEL}
-                    for i, v in enumerate(vectors)])
+            await _add_chunks(db, "file-a", vectors=normalise(np.random.default_rng(3).standard_normal((50, 8))))
             cache = VectorCache()
 
             async def get():
