@@ -257,6 +257,26 @@ def test_upstream_request_carries_run_options(client, fake_upstream):
     assert request["response_format"] == {"type": "json_object"}
     assert request["max_completion_tokens"] == 300
 
+def test_model_turns_reuse_the_upstream_connection(client, fake_upstream):
+    # Each turn reads its answer to the end, so the connection goes back to the pool: a new TCP
+    # (for a real upstream, TLS) connection per turn would add its handshake to every answer.
+    tag = fake_upstream.script({"text": "one"}, {"text": "two"}, {"text": "three"})
+    a = assistant(client)
+    t = thread(client, tag)
+    for _ in range(3):
+        run = client.beta.threads.runs.create_and_poll(thread_id=t.id, assistant_id=a.id, poll_interval_ms=POLL_MS)
+        assert run.status == "completed"
+
+    seen: set[int] = set()
+    reused = []
+    for request in fake_upstream.ports():
+        if request["tag"] == tag:
+            reused.append(request["port"] in seen)
+        seen.add(request["port"])
+    assert len(reused) == 3
+    assert reused[1:] == [True, True]  # the second and third turns came over a connection already used
+
+
 
 def test_tool_choice_strings_and_json_schema_are_forwarded(client, fake_upstream):
     schema = {"name": "answer", "schema": {"type": "object", "properties": {"a": {"type": "string"}}},

@@ -54,6 +54,10 @@ class FakeUpstream:
     def requests(self, tag: str) -> list[dict[str, Any]]:
         return httpx.get(f"http://127.0.0.1:{self.port}/__fake/requests", params={"tag": tag}).json()
 
+    def ports(self) -> list[dict[str, Any]]:
+        """``{"tag", "port"}`` of every chat request so far, in order of arrival."""
+        return httpx.get(f"http://127.0.0.1:{self.port}/__fake/ports").json()
+
 
 def marker(tag: str) -> str:
     return f"[[fake:{tag}]]"

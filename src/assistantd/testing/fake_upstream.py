@@ -19,7 +19,9 @@ turns for a tag; each model request with that tag takes the next one. A turn is 
 With no script the model calls ``code_interpreter`` when it is offered and the user asks
 something, else ``file_search`` (with the user's words as the query) when that is offered; it
 answers a file_search result by quoting the first passage and copying its citation marker, any
-other tool result with "The tool returned: …", and otherwise echoes the last user message. ``GET /__fake/requests`` lists the request bodies it received.
+other tool result with "The tool returned: …", and otherwise echoes the last user message.
+``GET /__fake/requests`` lists the request bodies it received, ``GET /__fake/ports`` the client
+port each came from.
 
     python -m assistantd.testing.fake_upstream --port 9000
 """
@@ -45,6 +47,7 @@ MARKER = re.compile(r"【\d+:\d+†[^】]*】")
 
 _scripts: dict[str, deque[dict[str, Any]]] = defaultdict(deque)
 _requests: list[dict[str, Any]] = []
+_ports: list[tuple[str | None, int]] = []  # (tag, client port) of each chat request, in order
 RECORD = True  # benchmarks turn this off (--no-record) so memory stays flat
 
 
@@ -118,9 +121,10 @@ def _pieces(turn: dict[str, Any]) -> list[dict[str, Any]]:
 
 async def chat_completions(request: Request) -> Response:
     body = await request.json()
+    tag = find_tag(body)
     if RECORD:
         _requests.append(body)
-    tag = find_tag(body)
+        _ports.append((tag, request.client.port if request.client else 0))
     turn = _scripts[tag].popleft() if tag and _scripts.get(tag) else default_turn(body)
     if turn.get("status"):
         return JSONResponse({"error": {"message": turn.get("message", "scripted failure"),
@@ -181,9 +185,16 @@ async def list_requests(request: Request) -> Response:
     return JSONResponse([r for r in _requests if tag is None or find_tag(r) == tag])
 
 
+async def list_ports(request: Request) -> Response:
+    """The client port each chat request came from, with its tag: a client that keeps its
+    connections alive sends several requests from one port."""
+    return JSONResponse([{"tag": tag, "port": port} for tag, port in _ports])
+
+
 async def reset(request: Request) -> Response:
     _scripts.clear()
     _requests.clear()
+    _ports.clear()
     return JSONResponse({"reset": True})
 
 
@@ -196,6 +207,7 @@ app = Starlette(routes=[
     Route("/v1/embeddings", embeddings, methods=["POST"]),
     Route("/__fake/script", add_script, methods=["POST"]),
     Route("/__fake/requests", list_requests, methods=["GET"]),
+    Route("/__fake/ports", list_ports, methods=["GET"]),
     Route("/__fake/reset", reset, methods=["POST"]),
     Route("/healthz", health, methods=["GET"]),
 ])

@@ -11,12 +11,14 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 import httpx
 
 from assistantd.runs.failures import RunFailure
 
 
 CONNECT_RETRIES = 2
+DRAIN_SECONDS = 1.0  # how long the end of a body may lag behind its [DONE]
 
 
 class UpstreamError(RunFailure):
@@ -67,7 +69,8 @@ class UpstreamClient:
                 # SSE lines are split from the raw bytes (no text decoding pass, json.loads
                 # takes bytes): this loop runs once per token of every run.
                 buffer = b""
-                async for data in response.aiter_bytes():
+                body = response.aiter_bytes()
+                async for data in body:
                     buffer += data
                     *lines, buffer = buffer.split(b"\n")
                     for line in lines:
@@ -75,6 +78,7 @@ class UpstreamClient:
                             continue
                         payload = line[5:].strip()
                         if payload == b"[DONE]":
+                            await _drain(body)
                             return
                         chunk = json.loads(payload)
                         if isinstance(chunk, dict) and "error" in chunk:
@@ -95,6 +99,19 @@ class UpstreamClient:
             raise _error_for(response)
         data = sorted(response.json()["data"], key=lambda d: d["index"])
         return [d["embedding"] for d in data]
+
+
+async def _drain(body: AsyncIterator[bytes]) -> None:
+    """Read what follows ``[DONE]`` (the end of the chunked body, normally already received).
+
+    httpx returns a connection to its pool only when the response was read to its end; leaving
+    the stream at ``[DONE]`` closed it, so every model turn paid a new TCP connection. An
+    upstream that keeps the body open after ``[DONE]`` is given up on after a moment (the
+    connection is then closed, as before).
+    """
+    with anyio.move_on_after(DRAIN_SECONDS):
+        async for _ in body:
+            pass
 
 
 def _message(payload: Any) -> str:
