@@ -116,6 +116,8 @@ class RunExecutor:
         self._wake = asyncio.Event()
         self._running: dict[str, tuple[asyncio.Task, RunContext]] = {}
         self._background: list[asyncio.Task] = []
+        self._reserved = 0  # runs claimed in transactions not yet committed (claim_created)
+        self._stopping = False
         self.sandboxes = sandboxes
         self.searcher = searcher or Searcher(None)
         self.tool_runners: dict[str, Callable] = {"code_interpreter": code_interpreter.run,
@@ -131,6 +133,7 @@ class RunExecutor:
         ]
 
     async def stop(self) -> None:
+        self._stopping = True
         for task in self._background:
             task.cancel()
         for task, ctx in list(self._running.values()):
@@ -163,13 +166,10 @@ class RunExecutor:
             # Cleared before claiming, so a run queued while we claim is not missed.
             self._wake.clear()
             try:
-                while (room := self.max_concurrent - len(self._running)) > 0:
+                while (room := self._room()) > 0:
                     runs = await self._claim(min(room, CLAIM_BATCH))
                     for run in runs:
-                        ctx = RunContext(run)
-                        task = asyncio.create_task(self._execute(ctx), name=f"run-{run.id}")
-                        self._running[run.id] = (task, ctx)
-                        task.add_done_callback(lambda _t, rid=run.id: self._running.pop(rid, None))
+                        self._launch(run)
                     if len(runs) < min(room, CLAIM_BATCH):
                         break
             except asyncio.CancelledError:
@@ -178,6 +178,43 @@ class RunExecutor:
                 log.exception("claiming runs failed")
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), POLL_INTERVAL)
+
+    def _room(self) -> int:
+        return self.max_concurrent - len(self._running) - self._reserved
+
+    def _launch(self, run: Run) -> None:
+        ctx = RunContext(run)
+        task = asyncio.create_task(self._execute(ctx), name=f"run-{run.id}")
+        self._running[run.id] = (task, ctx)
+        task.add_done_callback(lambda _t, rid=run.id: self._running.pop(rid, None))
+
+    async def claim_created(self, session: AsyncSession, run: Run) -> bool:
+        """Claim a run in the transaction that queued it, when this process has room for it.
+
+        The claim is the same conditional move from ``queued`` as :meth:`_claim`'s, written in
+        the request's transaction: the run costs one transaction fewer and starts without waiting
+        for the claim loop. The caller must then call :meth:`start_claimed` after its commit, or
+        :meth:`release_claimed` if the transaction fails. Without room the run stays queued for
+        whichever process claims it first.
+        """
+        if self._stopping or self._room() <= 0:
+            return False
+        self._reserved += 1
+        try:
+            run.status, run.worker, run.lease_until = "in_progress", self.worker_id, time.time() + LEASE_SECONDS
+            run.started_at = run.started_at or ids.now()
+            await update_object(session, run, "status", "worker", "lease_until", "started_at")
+        except BaseException:
+            self._reserved -= 1
+            raise
+        return True
+
+    def start_claimed(self, run: Run) -> None:
+        self._reserved -= 1
+        self._launch(run)
+
+    def release_claimed(self) -> None:
+        self._reserved -= 1
 
     async def _claim(self, limit: int) -> list[Run]:
         """Take up to ``limit`` queued runs, oldest first, in one statement."""

@@ -9,11 +9,13 @@ import logging
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Depends, Query, Request
+from sqlalchemy.ext.asyncio import AsyncSession
 from sse_starlette import EventSourceResponse
 
 from assistantd.api.auth import require_tenant
 from assistantd.api.pagination import PageParams, page_params
 from assistantd.api.types import ListResponse
+from assistantd.db.models import Run
 from assistantd.runs import service
 from assistantd.runs.events import DONE_FRAME, Event, Subscription
 from assistantd.runs.schemas import (
@@ -24,7 +26,6 @@ from assistantd.runs.schemas import (
     RunStepObject,
     SubmitToolOutputsRequest,
 )
-from assistantd.threads import service as threads
 from assistantd.threads.schemas import ThreadObject
 
 log = logging.getLogger("assistantd")
@@ -63,24 +64,44 @@ def _stream(subscription: Subscription, opening: list[Event]) -> EventSourceResp
     return EventSourceResponse(frames(), ping=15, sep="\n")
 
 
+class _Writing:
+    """What a run-starting handler does inside its transaction, besides the writes."""
+
+    def __init__(self, request: Request, stream: bool | None) -> None:
+        self.request, self.stream = request, stream
+        self.subscription: Subscription | None = None
+        self.claimed: Run | None = None
+
+    async def queued(self, session: AsyncSession, run: Run) -> RunObject:
+        """The run is written ``queued``: subscribe its stream *before* the commit makes it
+        visible to executors (so the stream misses nothing), and claim it for this process
+        when there is room. Returns the queued snapshot the client is answered with."""
+        snapshot = RunObject.from_row(run)
+        if self.stream:
+            self.subscription = self.request.app.state.bus.subscribe(run.id)
+        if await self.request.app.state.executor.claim_created(session, run):
+            self.claimed = run
+        return snapshot
+
+
 @contextlib.asynccontextmanager
-async def _writing(request: Request, stream: bool | None):
-    """The request's transaction, with a place to subscribe to the run's events *before* the
-    commit makes the run visible to executors (so a stream misses nothing)."""
-    holder: dict[str, Subscription] = {}
-
-    def subscribe(run_id: str) -> None:
-        if stream:
-            holder["sub"] = request.app.state.bus.subscribe(run_id)
-
+async def _writing(request: Request, stream: bool | None) -> AsyncIterator[tuple[AsyncSession, _Writing]]:
+    """The request's transaction, and then the run's start."""
+    writing = _Writing(request, stream)
+    executor = request.app.state.executor
     try:
         async with request.app.state.db.write() as session:
-            yield session, subscribe, holder
+            yield session, writing
     except BaseException:
-        if "sub" in holder:
-            holder["sub"].close()
+        if writing.subscription is not None:
+            writing.subscription.close()
+        if writing.claimed is not None:
+            executor.release_claimed()
         raise
-    request.app.state.executor.wake()
+    if writing.claimed is not None:
+        executor.start_claimed(writing.claimed)
+    else:
+        executor.wake()
 
 
 def _includes_search_content(include: list[str] | None) -> bool:
@@ -91,31 +112,29 @@ def _includes_search_content(include: list[str] | None) -> bool:
 async def create_run(thread_id: str, body: CreateRunRequest, request: Request,
                      include: list[str] | None = Query(None, alias="include[]"),
                      tenant: str = Depends(require_tenant)):
-    async with _writing(request, body.stream) as (session, subscribe, holder):
-        thread = await threads.get(session, tenant, thread_id)
-        run = await service.create(session, tenant, thread, body, request.app.state.settings.run_expiry_seconds,
-                                   _includes_search_content(include))
-        subscribe(run.id)
-    run_obj = RunObject.from_row(run)
-    if "sub" not in holder:
+    async with _writing(request, body.stream) as (session, writing):
+        thread, last_seq = await service.thread_for_run(session, tenant, thread_id)
+        run = await service.create(session, tenant, thread, last_seq, body,
+                                   request.app.state.settings.run_expiry_seconds, _includes_search_content(include))
+        run_obj = await writing.queued(session, run)
+    if writing.subscription is None:
         return run_obj.response()
-    return _stream(holder["sub"], [Event.of("thread.run.created", run_obj),
-                                   Event.of("thread.run.queued", run_obj)])
+    return _stream(writing.subscription, [Event.of("thread.run.created", run_obj),
+                                          Event.of("thread.run.queued", run_obj)])
 
 
 @router.post("/threads/runs")
 async def create_thread_and_run(body: CreateThreadAndRunRequest, request: Request,
                                 tenant: str = Depends(require_tenant)):
-    async with _writing(request, body.stream) as (session, subscribe, holder):
+    async with _writing(request, body.stream) as (session, writing):
         thread, run = await service.create_thread_and_run(
             session, tenant, body, request.app.state.settings.run_expiry_seconds)
-        subscribe(run.id)
-    run_obj = RunObject.from_row(run)
-    if "sub" not in holder:
+        run_obj = await writing.queued(session, run)
+    if writing.subscription is None:
         return run_obj.response()
-    return _stream(holder["sub"], [Event.of("thread.created", ThreadObject.from_row(thread)),
-                                   Event.of("thread.run.created", run_obj),
-                                   Event.of("thread.run.queued", run_obj)])
+    return _stream(writing.subscription, [Event.of("thread.created", ThreadObject.from_row(thread)),
+                                          Event.of("thread.run.created", run_obj),
+                                          Event.of("thread.run.queued", run_obj)])
 
 
 @router.get("/threads/{thread_id}/runs")
@@ -162,16 +181,15 @@ async def cancel_run(thread_id: str, run_id: str, request: Request, tenant: str 
 @router.post("/threads/{thread_id}/runs/{run_id}/submit_tool_outputs")
 async def submit_tool_outputs(thread_id: str, run_id: str, body: SubmitToolOutputsRequest, request: Request,
                               tenant: str = Depends(require_tenant)):
-    async with _writing(request, body.stream) as (session, subscribe, holder):
+    async with _writing(request, body.stream) as (session, writing):
         run = await service.get(session, tenant, thread_id, run_id)
         step = await service.submit_tool_outputs(session, run, body,
                                                   request.app.state.settings.run_expiry_seconds)
-        subscribe(run.id)
-    run_obj = RunObject.from_row(run)
-    if "sub" not in holder:
+        run_obj = await writing.queued(session, run)
+    if writing.subscription is None:
         return run_obj.response()
-    return _stream(holder["sub"], [Event.of("thread.run.step.completed", RunStepObject.from_row(step)),
-                                   Event.of("thread.run.queued", run_obj)])
+    return _stream(writing.subscription, [Event.of("thread.run.step.completed", RunStepObject.from_row(step)),
+                                          Event.of("thread.run.queued", run_obj)])
 
 
 @router.get("/threads/{thread_id}/runs/{run_id}/steps")

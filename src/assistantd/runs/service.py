@@ -43,14 +43,39 @@ async def get(session: AsyncSession, tenant: str, thread_id: str, run_id: str) -
     return row
 
 
+# On SQLite, where writers take turns, the thread, its active run and its last message are read
+# in one statement (run creation's three reads otherwise).
+_THREAD_FOR_RUN = select(Thread, _ACTIVE_RUN.scalar_subquery(), _LAST_MESSAGE_SEQ.scalar_subquery()).where(
+    Thread.id == bindparam("thread_id"), Thread.tenant == bindparam("tenant"))
+
+
 async def require_no_active_run(session: AsyncSession, thread_id: str, action: str) -> None:
     # Lock the thread row so that racing run creations and message additions on one thread take
     # turns: otherwise each sees no active run and two start. SQLite needs no lock (one writer).
     if session.get_bind().dialect.name != "sqlite":
         await session.execute(_LOCK_THREAD, {"thread_id": thread_id})
-    active = await session.scalar(_ACTIVE_RUN, {"thread_id": thread_id})
+    _refuse_active(await session.scalar(_ACTIVE_RUN, {"thread_id": thread_id}), thread_id, action)
+
+
+def _refuse_active(active: str | None, thread_id: str, action: str) -> None:
     if active is not None:
         raise invalid(f"Can't {action} {thread_id} while a run {active} is active.")
+
+
+async def thread_for_run(session: AsyncSession, tenant: str, thread_id: str) -> tuple[Thread, int]:
+    """The thread a run is about to be created on (refused while another run on it is active),
+    and the seq of its last message."""
+    if session.get_bind().dialect.name == "sqlite":
+        row = (await session.execute(_THREAD_FOR_RUN, {"thread_id": thread_id, "tenant": tenant})).first()
+        if row is None:
+            raise not_found("thread", thread_id)
+        thread, active, last_seq = row
+        _refuse_active(active, thread_id, "create runs on")
+        return thread, last_seq
+    # PostgreSQL: the lock must come first, so that the reads after it see a racing creation.
+    thread = await threads.get(session, tenant, thread_id)
+    await require_no_active_run(session, thread_id, "create runs on")
+    return thread, await session.scalar(_LAST_MESSAGE_SEQ, {"thread_id": thread_id})
 
 
 def _check_tool_choice(choice: Any, tools: list[dict[str, Any]]) -> None:
@@ -68,11 +93,12 @@ def _check_tool_choice(choice: Any, tools: list[dict[str, Any]]) -> None:
                       param="tool_choice.type")
 
 
-async def create(session: AsyncSession, tenant: str, thread: Thread,
+async def create(session: AsyncSession, tenant: str, thread: Thread, last_seq: int,
                  body: CreateRunRequest | CreateThreadAndRunRequest, expiry_seconds: int,
                  include_search_content: bool = False) -> Run:
+    """Queue a run on ``thread`` (from :func:`thread_for_run`, or just made, whose last message
+    is ``last_seq``)."""
     assistant = await assistants.get(session, tenant, body.assistant_id)
-    await require_no_active_run(session, thread.id, "create runs on")
     given = body.model_fields_set
     tools = dump_tools(body.tools) if body.tools is not None else assistant.tools
     _check_tool_choice(body.tool_choice, tools)
@@ -80,9 +106,10 @@ async def create(session: AsyncSession, tenant: str, thread: Thread,
     extra = getattr(body, "additional_instructions", None)
     if extra:
         instructions = f"{instructions}\n\n{extra}" if instructions else extra
+    history_seq = last_seq or 0
     for i, message in enumerate(getattr(body, "additional_messages", None) or []):
-        await threads.add_message(session, tenant, thread, message, param=f"additional_messages[{i}]")
-    history_seq = await session.scalar(_LAST_MESSAGE_SEQ, {"thread_id": thread.id})
+        added = await threads.add_message(session, tenant, thread, message, param=f"additional_messages[{i}]")
+        history_seq = added.seq
     created = ids.now()
     run = Run(
         id=ids.new_id("run_"),
@@ -117,7 +144,7 @@ async def create(session: AsyncSession, tenant: str, thread: Thread,
         response_format=(dump_response_format(body.response_format) if "response_format" in given
                          else assistant.response_format),
         reasoning_effort=body.reasoning_effort if "reasoning_effort" in given else assistant.reasoning_effort,
-        history_seq=history_seq or 0,
+        history_seq=history_seq,
         worker=None,
         lease_until=None,
         include_search_content=include_search_content,
@@ -134,7 +161,8 @@ async def create_thread_and_run(session: AsyncSession, tenant: str, body: Create
     if body.tool_resources is not None and thread_body.tool_resources is None:
         thread_body = thread_body.model_copy(update={"tool_resources": body.tool_resources})
     thread = await threads.create(session, tenant, thread_body)
-    return thread, await create(session, tenant, thread, body, expiry_seconds)
+    last_seq = await session.scalar(_LAST_MESSAGE_SEQ, {"thread_id": thread.id})
+    return thread, await create(session, tenant, thread, last_seq, body, expiry_seconds)
 
 
 async def list_page(session: AsyncSession, tenant: str, thread_id: str, page: PageParams):
