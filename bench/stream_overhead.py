@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -40,6 +41,12 @@ def pct(values: list[float], p: float) -> float:
     k = (len(values) - 1) * p
     lo, hi = int(k), min(int(k) + 1, len(values) - 1)
     return values[lo] + (values[hi] - values[lo]) * (k - lo)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def start_fake() -> tuple[subprocess.Popen, str]:
@@ -124,7 +131,8 @@ async def ttft_phase(base: str, upstream: str, concurrency: int, rounds: int) ->
     return direct, through
 
 
-async def throughput_phase(base: str, upstream: str, concurrency: int, total: int) -> tuple[float, float]:
+async def throughput_phase(base: str, upstream: str, concurrency: int, total: int,
+                           server_pid: int, fake_pid: int) -> dict[str, float]:
     limits = httpx.Limits(max_connections=concurrency * 2, max_keepalive_connections=concurrency * 2)
     async with httpx.AsyncClient(timeout=120, limits=limits) as http:
         assistant = (await http.post(f"{base}/assistants", json={"model": "gpt-4o"})).json()
@@ -151,6 +159,7 @@ async def throughput_phase(base: str, upstream: str, concurrency: int, total: in
         # Clients create the runs (at the given concurrency) and do not poll each one: polling
         # every run would mostly measure the polling. The last run made is watched; when it is
         # done, one pass checks every run (waiting for any straggler), outside the timed part.
+        server_cpu, fake_cpu = cpu_seconds(server_pid), cpu_seconds(fake_pid)
         start = time.perf_counter()
         made: list[tuple[str, str]] = []
         await asyncio.gather(*(creator(queue, made) for _ in range(concurrency)))
@@ -158,6 +167,7 @@ async def throughput_phase(base: str, upstream: str, concurrency: int, total: in
         while (await call("GET", f"{base}/threads/{last_thread}/runs/{last_run}"))["status"] in ("queued", "in_progress"):
             await asyncio.sleep(POLL_SECONDS)
         elapsed = time.perf_counter() - start
+        server_cpu, fake_cpu = cpu_seconds(server_pid) - server_cpu, cpu_seconds(fake_pid) - fake_cpu
         completed = 0
         for thread_id, run_id in made:
             run = await call("GET", f"{base}/threads/{thread_id}/runs/{run_id}")
@@ -172,10 +182,17 @@ async def throughput_phase(base: str, upstream: str, concurrency: int, total: in
         for _ in range(n):
             await direct_ttft(None, upstream)
 
+    direct_fake_cpu = cpu_seconds(fake_pid)
     start = time.perf_counter()
     await asyncio.gather(*(direct_worker(total // concurrency) for _ in range(concurrency)))
-    direct_per_s = (total // concurrency * concurrency) / (time.perf_counter() - start)
-    return runs_per_s, direct_per_s
+    direct_total = total // concurrency * concurrency
+    direct_per_s = direct_total / (time.perf_counter() - start)
+    direct_fake_cpu = cpu_seconds(fake_pid) - direct_fake_cpu
+    # CPU per run is steadier than runs/s on a shared machine; the upstream's own CPU per
+    # completion, measured in the same window, is the yardstick it is compared with.
+    return {"runs_per_s": runs_per_s, "direct_per_s": direct_per_s,
+            "server_ms": server_cpu / total * 1000, "fake_ms": fake_cpu / total * 1000,
+            "direct_fake_ms": direct_fake_cpu / direct_total * 1000}
 
 
 def main() -> None:
@@ -206,11 +223,15 @@ def main() -> None:
                   f"p99 {ms(pct(through, .99) - pct(direct, .99)):7.2f} ms   "
                   f"(ratio p50 {pct(through, .5) / pct(direct, .5):.2f}x)")
         args.concurrency = levels[-1]
-        runs_per_s, direct_per_s = asyncio.run(throughput_phase(server.base_url, upstream, args.concurrency, args.runs))
+        t = asyncio.run(throughput_phase(server.base_url, upstream, args.concurrency, args.runs,
+                                         server.proc.pid, fake.pid))
         backend = "PostgreSQL" if args.database_url else "SQLite"
         print(f"non-streamed runs, {args.runs} runs at concurrency {args.concurrency} ({backend}):")
-        print(f"  completed runs/s  {runs_per_s:8.1f}   upstream completions/s direct {direct_per_s:8.1f}   "
-              f"(ratio {runs_per_s / direct_per_s:.2f})")
+        print(f"  completed runs/s  {t['runs_per_s']:8.1f}   upstream completions/s direct {t['direct_per_s']:8.1f}   "
+              f"(ratio {t['runs_per_s'] / t['direct_per_s']:.2f})")
+        print(f"  CPU per run: assistantd {t['server_ms']:.2f} ms, the upstream {t['fake_ms']:.2f} ms "
+              f"(direct: {t['direct_fake_ms']:.2f} ms per completion; assistantd/upstream "
+              f"{t['server_ms'] / t['direct_fake_ms']:.1f}x)")
     finally:
         server.stop()
         fake.terminate()

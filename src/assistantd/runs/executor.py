@@ -96,6 +96,7 @@ class RunContext:
     sandbox_files: dict[str, str] = field(default_factory=dict)  # /mnt/data path → file id
     prompt_tokens: int = 0  # used by the run so far, across its turns
     completion_tokens: int = 0
+    prompt: prompts.Prompt | None = None  # the next turn's, when it was built in the claiming transaction
 
     def __post_init__(self) -> None:
         usage = self.run.usage or {}
@@ -117,6 +118,7 @@ class RunExecutor:
         self._running: dict[str, tuple[asyncio.Task, RunContext]] = {}
         self._background: list[asyncio.Task] = []
         self._reserved = 0  # runs claimed in transactions not yet committed (claim_created)
+        self._claimed: dict[str, RunContext] = {}
         self._stopping = False
         self.sandboxes = sandboxes
         self.searcher = searcher or Searcher(None)
@@ -169,7 +171,7 @@ class RunExecutor:
                 while (room := self._room()) > 0:
                     runs = await self._claim(min(room, CLAIM_BATCH))
                     for run in runs:
-                        self._launch(run)
+                        self._launch(RunContext(run))
                     if len(runs) < min(room, CLAIM_BATCH):
                         break
             except asyncio.CancelledError:
@@ -182,20 +184,20 @@ class RunExecutor:
     def _room(self) -> int:
         return self.max_concurrent - len(self._running) - self._reserved
 
-    def _launch(self, run: Run) -> None:
-        ctx = RunContext(run)
-        task = asyncio.create_task(self._execute(ctx), name=f"run-{run.id}")
-        self._running[run.id] = (task, ctx)
-        task.add_done_callback(lambda _t, rid=run.id: self._running.pop(rid, None))
+    def _launch(self, ctx: RunContext) -> None:
+        run_id = ctx.run.id
+        task = asyncio.create_task(self._execute(ctx), name=f"run-{run_id}")
+        self._running[run_id] = (task, ctx)
+        task.add_done_callback(lambda _t: self._running.pop(run_id, None))
 
     async def claim_created(self, session: AsyncSession, run: Run) -> bool:
         """Claim a run in the transaction that queued it, when this process has room for it.
 
         The claim is the same conditional move from ``queued`` as :meth:`_claim`'s, written in
-        the request's transaction: the run costs one transaction fewer and starts without waiting
-        for the claim loop. The caller must then call :meth:`start_claimed` after its commit, or
-        :meth:`release_claimed` if the transaction fails. Without room the run stays queued for
-        whichever process claims it first.
+        the request's transaction, and the run's next prompt is read there too: the run costs
+        two transactions fewer and starts without waiting for the claim loop. The caller must
+        then call :meth:`start_claimed` after its commit, or :meth:`release_claimed` if the
+        transaction fails. Without room the run stays queued for whichever process claims it.
         """
         if self._stopping or self._room() <= 0:
             return False
@@ -204,17 +206,24 @@ class RunExecutor:
             run.status, run.worker, run.lease_until = "in_progress", self.worker_id, time.time() + LEASE_SECONDS
             run.started_at = run.started_at or ids.now()
             await update_object(session, run, "status", "worker", "lease_until", "started_at")
+            ctx = RunContext(run)
+            try:
+                ctx.prompt = await self._prompt(session, ctx)
+            except Exception:  # the run's own turn builds it again, and ends the run as it must
+                ctx.prompt = None
         except BaseException:
             self._reserved -= 1
             raise
+        self._claimed[run.id] = ctx
         return True
 
     def start_claimed(self, run: Run) -> None:
         self._reserved -= 1
-        self._launch(run)
+        self._launch(self._claimed.pop(run.id))
 
-    def release_claimed(self) -> None:
+    def release_claimed(self, run: Run) -> None:
         self._reserved -= 1
+        self._claimed.pop(run.id, None)
 
     async def _claim(self, limit: int) -> list[Run]:
         """Take up to ``limit`` queued runs, oldest first, in one statement."""
@@ -371,11 +380,11 @@ class RunExecutor:
         if run.max_prompt_tokens is not None and ctx.prompt_tokens >= run.max_prompt_tokens:
             await self._finish_incomplete(ctx, Turn(), "max_prompt_tokens")
             return False
+        prompt, ctx.prompt = ctx.prompt, None
         try:
-            async with self.db.read() as session:
-                prompt = await prompts.build(session, self.files, run, self.upstream_model(run.model),
-                                             self.settings.context_windows, budget,
-                                             first_turn=run.usage is None)
+            if prompt is None:
+                async with self.db.read() as session:
+                    prompt = await self._prompt(session, ctx)
         except prompts.PromptTooLong:
             await self._finish_incomplete(ctx, Turn(), "max_prompt_tokens")
             return False
@@ -419,6 +428,12 @@ class RunExecutor:
             return await self._after_tool_calls(ctx, turn)
         await self._finish_completed(ctx, turn)
         return False
+
+    async def _prompt(self, session: AsyncSession, ctx: RunContext) -> prompts.Prompt:
+        run = ctx.run
+        budget = None if run.max_completion_tokens is None else run.max_completion_tokens - ctx.completion_tokens
+        return await prompts.build(session, self.files, run, self.upstream_model(run.model),
+                                   self.settings.context_windows, budget, first_turn=run.usage is None)
 
     async def _pump(self, body: dict[str, Any], queue: asyncio.Queue) -> None:
         """Read the upstream stream into ``queue`` (network only: cancelling it is always safe)."""

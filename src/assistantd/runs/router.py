@@ -96,7 +96,7 @@ async def _writing(request: Request, stream: bool | None) -> AsyncIterator[tuple
         if writing.subscription is not None:
             writing.subscription.close()
         if writing.claimed is not None:
-            executor.release_claimed()
+            executor.release_claimed(writing.claimed)
         raise
     if writing.claimed is not None:
         executor.start_claimed(writing.claimed)
