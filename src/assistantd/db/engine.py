@@ -4,6 +4,11 @@
 back on any exception, so a rejected request leaves nothing half-written. On SQLite, writers in
 this process take turns behind one lock: SQLite allows a single writer, and queuing in asyncio is
 cheaper and fairer than retrying on ``SQLITE_BUSY``. PostgreSQL needs no such lock.
+
+On SQLite a session is closed with a plain ``await session.close()``. The session's own
+``async with`` exit runs its close in a task of its own, so that a cancellation cannot cut it
+short; that costs a task and a turn of the event loop per session, and an inline SQLite close
+never suspends, so nothing can cut it short anyway.
 """
 
 from __future__ import annotations
@@ -30,14 +35,29 @@ class Database:
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
-        async with self._sessions() as session:
+        if not self.is_sqlite:
+            async with self._sessions() as session:
+                yield session
+            return
+        session = self._sessions()
+        try:
             yield session
+        finally:
+            await session.close()
 
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
-        lock = self._write_lock or contextlib.nullcontext()
-        async with lock, self._sessions() as session, session.begin():
-            yield session
+        if not self.is_sqlite:
+            async with self._sessions() as session, session.begin():
+                yield session
+            return
+        async with self._write_lock:
+            session = self._sessions()
+            try:
+                async with session.begin():
+                    yield session
+            finally:
+                await session.close()
 
     async def dispose(self) -> None:
         await self.engine.dispose()
