@@ -18,6 +18,11 @@ from assistantd.runs.failures import RunFailure
 
 
 CONNECT_RETRIES = 2
+# Idle connections kept for the next turns. httpcore's pool scans every connection for each idle
+# one on every request and response (measured: a fifth of the server's CPU with 50 idle
+# connections at 50 concurrent runs), so a few are kept: enough for steady traffic to skip the
+# TCP (and TLS) handshake, few enough that the scan stays cheap.
+KEEPALIVE_CONNECTIONS = 16
 DRAIN_SECONDS = 1.0  # how long the end of a body may lag behind its [DONE]
 
 
@@ -35,7 +40,7 @@ class UpstreamClient:
         self._http = httpx.AsyncClient(
             headers=headers,
             timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=KEEPALIVE_CONNECTIONS),
         )
 
     async def aclose(self) -> None:
