@@ -277,6 +277,20 @@ def test_model_turns_reuse_the_upstream_connection(client, fake_upstream):
     assert reused[1:] == [True, True]  # the second and third turns came over a connection already used
 
 
+def test_connection_dropped_after_done_still_completes_the_run(client, http, fake_upstream):
+    # Reading past [DONE] (to keep the connection) must not turn a finished answer into a failure
+    # when the upstream breaks the connection instead of ending its body.
+    tag = fake_upstream.script({"text": "All of it arrived.", "drop_after_done": True}, {"text": "next"})
+    a = assistant(client)
+    t = thread(client, tag)
+    run = client.beta.threads.runs.create_and_poll(thread_id=t.id, assistant_id=a.id, poll_interval_ms=POLL_MS)
+    assert run.status == "completed", run.last_error
+    assert text_of(messages(http, t.id)[-1]) == "All of it arrived."
+    # The broken connection was not pooled: the next turn gets an answer.
+    again = client.beta.threads.runs.create_and_poll(thread_id=t.id, assistant_id=a.id, poll_interval_ms=POLL_MS)
+    assert again.status == "completed" and text_of(messages(http, t.id)[-1]) == "next"
+
+
 
 def test_tool_choice_strings_and_json_schema_are_forwarded(client, fake_upstream):
     schema = {"name": "answer", "schema": {"type": "object", "properties": {"a": {"type": "string"}}},

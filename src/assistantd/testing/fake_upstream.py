@@ -12,6 +12,7 @@ turns for a tag; each model request with that tag takes the next one. A turn is 
     delay           seconds between chunks; first_delay: seconds before the first chunk
     status          answer this HTTP status with an OpenAI error body instead
     fail_after      drop the connection after this many chunks
+    drop_after_done drop the connection right after ``data: [DONE]`` (no end of the chunked body)
     finish_reason   override ("length" to imitate hitting max tokens)
     usage           {"prompt_tokens", "completion_tokens"} to report
     hang            never answer (until the client gives up)
@@ -154,6 +155,9 @@ async def chat_completions(request: Request) -> Response:
         yield _chunk(cid, model, {}, finish)
         yield _chunk(cid, model, usage=usage)
         yield b"data: [DONE]\n\n"
+        if turn.get("drop_after_done"):
+            await asyncio.sleep(0.05)  # let the [DONE] frame go out first
+            raise ConnectionResetError("scripted drop after [DONE]")
 
     return StreamingResponse(stream(), media_type="text/event-stream")
 

@@ -7,6 +7,7 @@ so no per-chunk model validation sits on that path.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -114,7 +115,8 @@ async def _drain(body: AsyncIterator[bytes]) -> None:
     upstream that keeps the body open after ``[DONE]`` is given up on after a moment (the
     connection is then closed, as before).
     """
-    with anyio.move_on_after(DRAIN_SECONDS):
+    # The answer is complete: a connection that breaks now costs nothing but itself.
+    with anyio.move_on_after(DRAIN_SECONDS), contextlib.suppress(httpx.HTTPError, httpx.StreamError):
         async for _ in body:
             pass
 
