@@ -103,6 +103,12 @@ class RunContext:
         self.prompt_tokens = usage.get("prompt_tokens", 0)
         self.completion_tokens = usage.get("completion_tokens", 0)
 
+    @property
+    def completion_budget(self) -> int | None:
+        """Completion tokens the run may still use (None: no limit)."""
+        limit = self.run.max_completion_tokens
+        return None if limit is None else limit - self.completion_tokens
+
 
 class RunCancelled(Exception):
     pass
@@ -117,8 +123,7 @@ class RunExecutor:
         self._wake = asyncio.Event()
         self._running: dict[str, tuple[asyncio.Task, RunContext]] = {}
         self._background: list[asyncio.Task] = []
-        self._reserved = 0  # runs claimed in transactions not yet committed (claim_created)
-        self._claimed: dict[str, RunContext] = {}
+        self._claimed: dict[str, RunContext] = {}  # claimed in transactions not yet committed
         self._stopping = False
         self.sandboxes = sandboxes
         self.searcher = searcher or Searcher(None)
@@ -182,7 +187,7 @@ class RunExecutor:
                 await asyncio.wait_for(self._wake.wait(), POLL_INTERVAL)
 
     def _room(self) -> int:
-        return self.max_concurrent - len(self._running) - self._reserved
+        return self.max_concurrent - len(self._running) - len(self._claimed)
 
     def _launch(self, ctx: RunContext) -> None:
         run_id = ctx.run.id
@@ -201,28 +206,24 @@ class RunExecutor:
         """
         if self._stopping or self._room() <= 0:
             return False
-        self._reserved += 1
+        ctx = self._claimed[run.id] = RunContext(run)
         try:
             run.status, run.worker, run.lease_until = "in_progress", self.worker_id, time.time() + LEASE_SECONDS
             run.started_at = run.started_at or ids.now()
             await update_object(session, run, "status", "worker", "lease_until", "started_at")
-            ctx = RunContext(run)
             try:
                 ctx.prompt = await self._prompt(session, ctx)
             except Exception:  # the run's own turn builds it again, and ends the run as it must
                 ctx.prompt = None
         except BaseException:
-            self._reserved -= 1
+            del self._claimed[run.id]
             raise
-        self._claimed[run.id] = ctx
         return True
 
     def start_claimed(self, run: Run) -> None:
-        self._reserved -= 1
         self._launch(self._claimed.pop(run.id))
 
     def release_claimed(self, run: Run) -> None:
-        self._reserved -= 1
         self._claimed.pop(run.id, None)
 
     async def _claim(self, limit: int) -> list[Run]:
@@ -371,12 +372,10 @@ class RunExecutor:
     async def _turn(self, ctx: RunContext) -> bool:
         """One model turn. Returns True when the run goes on with another turn."""
         run = ctx.run
-        budget = None
-        if run.max_completion_tokens is not None:
-            budget = run.max_completion_tokens - ctx.completion_tokens
-            if budget <= 0:
-                await self._finish_incomplete(ctx, Turn(), "max_completion_tokens")
-                return False
+        budget = ctx.completion_budget
+        if budget is not None and budget <= 0:
+            await self._finish_incomplete(ctx, Turn(), "max_completion_tokens")
+            return False
         if run.max_prompt_tokens is not None and ctx.prompt_tokens >= run.max_prompt_tokens:
             await self._finish_incomplete(ctx, Turn(), "max_prompt_tokens")
             return False
@@ -431,9 +430,9 @@ class RunExecutor:
 
     async def _prompt(self, session: AsyncSession, ctx: RunContext) -> prompts.Prompt:
         run = ctx.run
-        budget = None if run.max_completion_tokens is None else run.max_completion_tokens - ctx.completion_tokens
         return await prompts.build(session, self.files, run, self.upstream_model(run.model),
-                                   self.settings.context_windows, budget, first_turn=run.usage is None)
+                                   self.settings.context_windows, ctx.completion_budget,
+                                   first_turn=run.usage is None)
 
     async def _pump(self, body: dict[str, Any], queue: asyncio.Queue) -> None:
         """Read the upstream stream into ``queue`` (network only: cancelling it is always safe)."""

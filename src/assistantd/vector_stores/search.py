@@ -330,7 +330,7 @@ def _vector(stored: StoreVectors, query_vectors: np.ndarray, files: list[str] | 
     index (and its unindexed rows exactly), unless ``files`` restricts the search."""
     rows: np.ndarray | None = None  # the rows scored, when not all of them
     slices = ivf.candidates(stored.index, query_vectors) if stored.index is not None and files is None else []
-    if stored.index is not None and slices and stored.index.rows < len(stored.seqs):
+    if slices and stored.index.rows < len(stored.seqs):  # rows appended since the index was built
         slices.append((stored.index.rows, len(stored.seqs)))
     if slices:
         rows = np.concatenate([np.arange(a, b) for a, b in slices])
