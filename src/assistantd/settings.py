@@ -47,6 +47,24 @@ class Settings(BaseSettings):
     context_windows_raw: str = Field(default="", validation_alias="ASSISTANTD_CONTEXT_WINDOWS")
     log_level: str = "info"
 
+    # Hardening bounds (step 5): nothing a client, sandboxed code or an upstream sends may freeze
+    # the server or grow it without bound. Each is in README's configuration table.
+    # Requests (JSON bodies; uploads have max_upload_bytes).
+    max_request_bytes: int = 8 * 1024 * 1024  # a JSON body above this gets 413 before it is read whole
+    max_messages_per_request: int = 32  # messages in POST /threads or /threads/runs
+    max_json_depth: int = 64  # nesting of any JSON value accepted (tool schemas, metadata...) and stored
+    # The code interpreter.
+    sandbox_max_output_bytes: int = 1024 * 1024  # stdout+stderr bytes kept per execution
+    sandbox_max_output_files: int = 20  # files an execution may hand back
+    sandbox_max_output_file_bytes: int = 50 * 1024 * 1024  # their bytes, all together
+    sandbox_max_total: int = 16  # sandboxes (containers) this server keeps at once, warm pool included
+    sandbox_max_per_tenant: int = 4  # of them, held by one tenant's threads
+    sandbox_wait_seconds: float = 30.0  # a run waits this long for a free sandbox, then its call fails
+    # The upstream model.
+    upstream_turn_timeout: float = 600.0  # one model turn, from request to the end of its stream
+    run_timeout: float = 3600.0  # one run's execution, all turns and tools (waiting for outputs not counted)
+    upstream_max_line_bytes: int = 4 * 1024 * 1024  # one SSE line of the model's stream
+
     @property
     def api_keys(self) -> frozenset[str]:
         return frozenset(k.strip() for k in self.api_keys_raw.split(",") if k.strip())
