@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 
 from assistantd import __version__
 from assistantd.api import errors
+from assistantd.api.body import BodyLimitMiddleware
 from assistantd.assistants.router import router as assistants_router
 from assistantd.db import Database
 from assistantd.files.router import router as files_router
@@ -103,6 +104,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="assistantd", version=__version__, lifespan=lifespan,
                   openapi_url="/v1/openapi.json", docs_url=None, redoc_url=None)
     errors.install(app)
+    # Pure ASGI, outermost but for Starlette's own error middleware: a body too large is refused
+    # before any of it is parsed.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     for router in (assistants_router, runs_router, threads_router, files_router, vector_stores_router):
         app.include_router(router, prefix="/v1")
 

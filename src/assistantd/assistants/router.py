@@ -5,12 +5,13 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 
 from assistantd.api.auth import require_tenant
+from assistantd.api.body import JSONRoute
 from assistantd.api.pagination import PageParams, page_params
 from assistantd.api.types import Deleted, ListResponse
 from assistantd.assistants import service
 from assistantd.assistants.schemas import AssistantObject, CreateAssistantRequest, ModifyAssistantRequest
 
-router = APIRouter(prefix="/assistants", tags=["assistants"])
+router = APIRouter(prefix="/assistants", tags=["assistants"], route_class=JSONRoute)
 
 
 @router.post("")

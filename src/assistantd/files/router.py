@@ -8,6 +8,7 @@ from starlette.datastructures import UploadFile
 
 from assistantd import ids
 from assistantd.api.auth import require_tenant
+from assistantd.api.body import JSONRoute
 from assistantd.api.errors import APIError, invalid
 from assistantd.api.pagination import PageParams, file_page_params
 from assistantd.api.types import Deleted, ListResponse
@@ -20,7 +21,7 @@ from assistantd.files.schemas import (
     FileObject,
 )
 
-router = APIRouter(prefix="/files", tags=["files"])
+router = APIRouter(prefix="/files", tags=["files"], route_class=JSONRoute)
 
 # Room for the multipart framing and the small form fields around the file itself.
 _FORM_OVERHEAD = 64 * 1024

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sse_starlette import EventSourceResponse
 
 from assistantd.api.auth import require_tenant
+from assistantd.api.body import JSONRoute
 from assistantd.api.pagination import PageParams, page_params
 from assistantd.api.types import ListResponse
 from assistantd.db.models import Run
@@ -29,7 +30,7 @@ from assistantd.runs.schemas import (
 from assistantd.threads.schemas import ThreadObject
 
 log = logging.getLogger("assistantd")
-router = APIRouter(tags=["runs"])
+router = APIRouter(tags=["runs"], route_class=JSONRoute)
 
 SEARCH_CONTENT = "step_details.tool_calls[*].file_search.results[*].content"
 

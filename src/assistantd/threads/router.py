@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Query, Request
 
 from assistantd.api.auth import require_tenant
+from assistantd.api.body import JSONRoute
 from assistantd.api.pagination import PageParams, page_params
 from assistantd.api.types import Deleted, ListResponse
 from assistantd.runs import service as runs_service
@@ -18,7 +19,7 @@ from assistantd.threads.schemas import (
     ThreadObject,
 )
 
-router = APIRouter(prefix="/threads", tags=["threads"])
+router = APIRouter(prefix="/threads", tags=["threads"], route_class=JSONRoute)
 
 
 @router.post("")

@@ -8,6 +8,7 @@ from sqlalchemy import select
 
 from assistantd import ids
 from assistantd.api.auth import require_tenant
+from assistantd.api.body import JSONRoute
 from assistantd.api.errors import invalid
 from assistantd.api.pagination import PageParams, page_params
 from assistantd.api.types import Deleted, ListResponse
@@ -28,7 +29,7 @@ from assistantd.vector_stores.schemas import (
     VectorStoreSearchRequest,
 )
 
-router = APIRouter(prefix="/vector_stores", tags=["vector_stores"])
+router = APIRouter(prefix="/vector_stores", tags=["vector_stores"], route_class=JSONRoute)
 
 # The SDK's pollers wait this long between polls (``openai-poll-after-ms``) instead of 1 s.
 POLL_AFTER_MS = "200"

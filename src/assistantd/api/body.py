@@ -1,0 +1,291 @@
+"""Request bodies: their size is bounded before they are read whole, and JSON bodies are parsed
+once, here, with bounds on what the parse may cost and on how deep a value may nest.
+
+* :class:`BodyLimitMiddleware` (pure ASGI): a JSON request whose ``Content-Length`` says more
+  than ``max_request_bytes``, or whose chunked body grows past it, is answered 413 in OpenAI's
+  envelope without reading further (``connection: close``, so the server does not drain the
+  rest). Uploads (``POST /v1/files``) are bounded by their handler with ``max_upload_bytes``.
+* :class:`JSONRoute`: every route parses its body with orjson, which refuses lone surrogates
+  (``"\\ud800"``) and invalid UTF-8, NaN and infinities, so no such text reaches the database.
+  Before parsing, a body dense with JSON values is counted off the event loop (the parse of
+  8 MiB of tiny values holds the GIL for ~130 ms; a count in a worker thread lets the loop run
+  between matches) and refused above a bound; a value nested deeper than ``max_json_depth`` is
+  refused with the ``param`` where it nests (what is stored can then always be read back); and
+  a request carries at most ``max_messages_per_request`` messages.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Callable, Coroutine
+
+import orjson
+from anyio import to_thread
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from assistantd.api.errors import APIError, invalid
+
+# Bodies up to this size are parsed on the event loop whatever they hold (at most a few ms).
+DENSE_CHECK_BYTES = 64 * 1024
+# Values (``,`` ``[`` ``{`` outside strings) a body may hold: the parse of more would hold the
+# event loop too long (orjson: ~0.1 µs a value). Bodies with more than PARSE_MAX_VALUES are not
+# parsed at all; those above ACCEPT_MAX_VALUES are parsed only to report a bound that fires
+# first (too many messages), then refused: storing and answering each value costs more again.
+PARSE_MAX_VALUES = 500_000
+ACCEPT_MAX_VALUES = 100_000
+# Where a request carries messages.
+MESSAGE_LISTS = (("messages",), ("additional_messages",), ("thread", "messages"))
+# Uploads have their own bound (``max_upload_bytes``), enforced while their form is read.
+UNBOUNDED_ROUTES = frozenset({("POST", "/v1/files")})
+
+_STRING_OR_VALUE = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[,\[{]')
+
+NOT_JSON = ("We could not parse the JSON body of your request. (HINT: This likely means you aren't "
+            "using your HTTP library correctly. The OpenAI API expects a JSON payload, but what "
+            "was sent was not valid JSON.)")
+
+
+def too_large(limit: int) -> APIError:
+    return APIError(413, f"The request body is too large: at most {limit} bytes are accepted.",
+                    code="request_too_large", headers={"connection": "close"})
+
+
+def _too_many_values(limit: int) -> APIError:
+    return APIError(413, f"The request body holds too many JSON values: at most {limit} are accepted.",
+                    code="request_too_large")
+
+
+# --- the size bound ----------------------------------------------------------------------------
+
+class BodyLimitMiddleware:
+    """Reads a request's body up to ``max_bytes`` before the app runs, then hands it on."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS") \
+                or (scope["method"], scope["path"]) in UNBOUNDED_ROUTES:
+            return await self.app(scope, receive, send)
+        limit = self.max_bytes
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                if value.isdigit() and int(value) > limit:
+                    return await _answer(too_large(limit), send)
+                break
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                return await _answer(too_large(limit), send)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # what follows the body: a disconnect (streams watch for it)
+
+        await self.app(scope, replay, send)
+
+
+async def _answer(error: APIError, send: Send) -> None:
+    payload = orjson.dumps(error.body())
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+    headers += [(k.encode(), v.encode()) for k, v in (error.headers or {}).items()]
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
+
+
+# --- parsing -----------------------------------------------------------------------------------
+
+def count_values(body: bytes, stop_after: int) -> int:
+    """JSON values in ``body`` (commas and openings outside strings), counted up to ``stop_after``.
+
+    A Python loop over regex matches: slow, but it gives the GIL up between matches, so a worker
+    thread running it leaves the event loop free."""
+    count = 0
+    for match in _STRING_OR_VALUE.finditer(body):
+        if body[match.start()] != 0x22:  # not a string
+            count += 1
+            if count > stop_after:
+                break
+    return count
+
+
+def _path_text(path: list[Any]) -> str | None:
+    text = ""
+    for part in path:
+        text = f"{text}[{part}]" if isinstance(part, int) else (f"{text}.{part}" if text else str(part))
+    return text or None
+
+
+def _too_deep(value: Any, limit: int) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        items = node.values() if isinstance(node, dict) else node
+        for item in items:
+            if isinstance(item, (dict, list)):
+                stack.append((item, depth + 1))
+    return False
+
+
+def _deep_path(value: Any, limit: int) -> list[Any]:
+    """The path to the first value nested deeper than ``limit`` (only called when one is)."""
+    stack: list[tuple[Any, list[Any]]] = [(value, [])]
+    while stack:
+        node, path = stack.pop()
+        if len(path) >= limit:
+            return path
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, item in items:
+            if isinstance(item, (dict, list)):
+                stack.append((item, [*path, key]))
+    return []
+
+
+def _depth_error(value: Any, limit: int) -> APIError:
+    path = _deep_path(value, limit)
+    # Name the request field, not the spot deep inside a free-form value: keep the path down
+    # to the first free-form object (a tool's ``parameters``, a ``schema``...) or four steps.
+    cut = next((i + 1 for i, p in enumerate(path) if p in ("parameters", "schema", "filters",
+                                                               "chunking_strategy", "attributes")), 4)
+    param = _path_text(path[:cut])
+    return invalid(f"Invalid value for '{param or 'body'}': the JSON value is nested too deeply "
+                   f"(at most {limit} levels are accepted).", param=param, code="invalid_value")
+
+
+def _surrogate_path(value: Any, path: list[Any]) -> list[Any] | None:
+    if isinstance(value, str):
+        return None if value.isascii() or _encodes(value) else path
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not _encodes(key):
+                return [*path, key]
+            found = _surrogate_path(item, [*path, key])
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _surrogate_path(item, [*path, i])
+            if found is not None:
+                return found
+    return None
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _not_json(body: bytes, error: orjson.JSONDecodeError, depth_limit: int) -> APIError:
+    """Why orjson refused ``body``: a lone surrogate escape is named by its field."""
+    if "depth limit" in str(error):
+        return invalid(f"Invalid body: the JSON value is nested too deeply (at most {depth_limit} "
+                       f"levels are accepted).", code="invalid_value")
+    if "surrogate" in str(error):
+        try:
+            value = json.loads(body)  # accepts "\ud800", so the field can be named
+        except (ValueError, RecursionError):
+            return invalid(NOT_JSON)
+        path = _surrogate_path(value, [])
+        if path is not None:
+            param = _path_text(path)
+            return invalid(f"Invalid value for '{param or 'body'}': the string holds a lone UTF-16 "
+                           f"surrogate, which is not valid Unicode text.", param=param, code="invalid_value")
+    return invalid(NOT_JSON)
+
+
+def _messages_error(value: Any, limit: int) -> APIError | None:
+    if not isinstance(value, dict):
+        return None
+    for path in MESSAGE_LISTS:
+        node: Any = value
+        for key in path:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, list) and len(node) > limit:
+            param = ".".join(path)
+            return invalid(f"Invalid '{param}': array too long. Expected an array with maximum length "
+                           f"{limit}, but got an array with length {len(node)} instead.",
+                           param=param, code="array_above_max_length")
+    return None
+
+
+def parse(body: bytes, *, max_depth: int, max_messages: int, dense: bool) -> Any:
+    """``body`` parsed and checked against every bound; raises :class:`APIError`."""
+    values = count_values(body, PARSE_MAX_VALUES) if dense else 0
+    if values > PARSE_MAX_VALUES:
+        raise _too_many_values(ACCEPT_MAX_VALUES)
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise _not_json(body, exc, max_depth) from None
+    error = _messages_error(value, max_messages)
+    if error is not None:
+        raise error
+    if values > ACCEPT_MAX_VALUES:
+        raise _too_many_values(ACCEPT_MAX_VALUES)
+    # A value can nest no deeper than the body has openings: most bodies skip the walk.
+    if body.count(b"{") + body.count(b"[") > max_depth and _too_deep(value, max_depth):
+        raise _depth_error(value, max_depth)
+    return value
+
+
+def _is_json(request: Request) -> bool:
+    content_type = request.headers.get("content-type")
+    if not content_type:
+        return True
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+class JSONRequest(Request):
+    """A request whose ``json()`` is :func:`parse` (FastAPI's documented custom-request hook)."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            body = await self.body()
+            settings = self.app.state.settings
+            dense = len(body) > DENSE_CHECK_BYTES and \
+                body.count(b",") + body.count(b"[") + body.count(b"{") > ACCEPT_MAX_VALUES
+            run = (lambda: parse(body, max_depth=settings.max_json_depth,
+                                 max_messages=settings.max_messages_per_request, dense=dense))
+            # A dense body is counted (and parsed) in a worker thread; the rest costs little.
+            self._json = await to_thread.run_sync(run) if dense else run()
+        return self._json
+
+
+class JSONRoute(APIRoute):
+    """Parses a JSON body before FastAPI does, so a bound it breaks is answered as an
+    :class:`APIError` (FastAPI turns any other failure in its own parse into a bare 400)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        if self.body_field is None:
+            return handler
+
+        async def parse_first(request: Request) -> Response:
+            request = JSONRequest(request.scope, request.receive)
+            if await request.body() and _is_json(request):
+                await request.json()
+            return await handler(request)
+
+        return parse_first
