@@ -35,7 +35,7 @@ DENSE_CHECK_BYTES = 64 * 1024
 # parsed at all; those above ACCEPT_MAX_VALUES are parsed only to report a bound that fires
 # first (too many messages), then refused: storing and answering each value costs more again.
 PARSE_MAX_VALUES = 500_000
-ACCEPT_MAX_VALUES = 100_000
+ACCEPT_MAX_VALUES = 40_000
 # Where a request carries messages.
 MESSAGE_LISTS = (("messages",), ("additional_messages",), ("thread", "messages"))
 # Uploads have their own bound (``max_upload_bytes``), enforced while their form is read.
@@ -203,8 +203,10 @@ def _not_json(body: bytes, error: orjson.JSONDecodeError, depth_limit: int) -> A
                        f"levels are accepted).", code="invalid_value")
     if "surrogate" in str(error):
         try:
-            value = json.loads(body)  # accepts "\ud800", so the field can be named
-        except (ValueError, RecursionError):
+            # Strict UTF-8 first (raw surrogate bytes are not JSON text); then the stdlib parser,
+            # which takes a "\ud800" escape, so the field holding it can be named.
+            value = json.loads(body.decode("utf-8"))
+        except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
             return invalid(NOT_JSON)
         path = _surrogate_path(value, [])
         if path is not None:

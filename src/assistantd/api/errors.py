@@ -15,6 +15,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from assistantd.api.text import repair
+
 log = logging.getLogger("assistantd")
 
 
@@ -34,11 +36,12 @@ class APIError(Exception):
         self.param, self.code, self.headers = param, code, headers
 
     def body(self) -> dict:
+        # A message or param may quote the request, lone surrogates included: never send those.
         return {
             "error": {
-                "message": self.message,
+                "message": repair(self.message),
                 "type": self.type,
-                "param": self.param,
+                "param": None if self.param is None else repair(self.param),
                 "code": self.code,
             }
         }

@@ -64,14 +64,21 @@ def _check_metadata(value: dict[str, str | None] | None) -> dict[str, str]:
 Metadata = Annotated[dict[str, str | None] | None, AfterValidator(_check_metadata)]
 
 
+# Request models are strict: OpenAI answered 400 to ``true`` for a number, ``"yes"`` or ``1`` for
+# a boolean and ``"1"`` for an integer, where pydantic's lax mode would coerce them.
 class RequestModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class Lenient(BaseModel):
     """Nested request objects: OpenAI ignored fields it did not know inside them."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+
+# Integers a request may give: what a database ``INTEGER`` column holds.
+MAX_INT32 = 2**31 - 1
+ModelName = Annotated[str, Field(min_length=1)]
 
 
 # --- tools -------------------------------------------------------------------------------------

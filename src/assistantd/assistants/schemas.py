@@ -9,6 +9,7 @@ from pydantic import Field
 from assistantd.api.types import (
     AssistantTools,
     Metadata,
+    ModelName,
     ReasoningEffort,
     RequestModel,
     ResponseFormat,
@@ -21,7 +22,7 @@ from assistantd.db.models import Assistant
 
 
 class CreateAssistantRequest(RequestModel):
-    model: str
+    model: ModelName
     name: str | None = Field(default=None, max_length=256)
     description: str | None = Field(default=None, max_length=512)
     instructions: str | None = Field(default=None, max_length=256_000)
@@ -35,7 +36,7 @@ class CreateAssistantRequest(RequestModel):
 
 
 class ModifyAssistantRequest(CreateAssistantRequest):
-    model: str | None = None  # type: ignore[assignment]
+    model: ModelName | None = None  # type: ignore[assignment]
 
 
 class AssistantObject(WireModel):

@@ -28,8 +28,30 @@ _FORM_OVERHEAD = 64 * 1024
 
 
 def _too_large(limit: int) -> APIError:
+    # ``connection: close``: the server stops reading the body here instead of draining it.
     return APIError(413, f"File exceeds the maximum upload size of {limit} bytes.",
-                    param="file", code="file_too_large")
+                    param="file", code="file_too_large", headers={"connection": "close"})
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def _bounded(request: Request, limit: int) -> Request:
+    """``request`` whose body stops being read once more than ``limit`` bytes came (a chunked
+    upload declares no length): the multipart parser then fails with :class:`_BodyTooLarge`."""
+    receive, size = request.receive, 0
+
+    async def counted():
+        nonlocal size
+        message = await receive()
+        if message["type"] == "http.request":
+            size += len(message.get("body", b""))
+            if size > limit:
+                raise _BodyTooLarge
+        return message
+
+    return Request(request.scope, counted)
 
 
 def _expires_after(form) -> int | None:
@@ -61,7 +83,11 @@ async def upload_file(request: Request, tenant: str = Depends(require_tenant)):
         raise _too_large(limit)
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise invalid("This endpoint expects a multipart/form-data body with 'file' and 'purpose'.")
-    async with request.form(max_files=1, max_fields=16) as form:
+    try:
+        form = await _bounded(request, limit + _FORM_OVERHEAD).form(max_files=1, max_fields=16)
+    except _BodyTooLarge:
+        raise _too_large(limit) from None
+    try:
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
             raise invalid("Missing required parameter: 'file'.", param="file")
@@ -76,6 +102,8 @@ async def upload_file(request: Request, tenant: str = Depends(require_tenant)):
         content_type = service.content_type_for(filename, upload.content_type)
         row = service.new_row(tenant, filename, str(purpose), 0, content_type, expires_after)
         size = await state.files.save(row.id, upload.file, limit)
+    finally:
+        await form.close()
     if size is None:
         raise _too_large(limit)
     row.bytes = size

@@ -14,6 +14,7 @@ from sse_starlette import EventSourceResponse
 
 from assistantd.api.auth import require_tenant
 from assistantd.api.body import JSONRoute
+from assistantd.api.errors import invalid
 from assistantd.api.pagination import PageParams, page_params
 from assistantd.api.types import ListResponse
 from assistantd.db.models import Run
@@ -105,18 +106,23 @@ async def _writing(request: Request, stream: bool | None) -> AsyncIterator[tuple
         executor.wake()
 
 
-def _includes_search_content(include: list[str] | None) -> bool:
-    return bool(include) and SEARCH_CONTENT in include
+def include_param(include: list[str] | None = Query(None, alias="include[]")) -> bool:
+    """``include[]``: whether file search results carry their content (the only value allowed)."""
+    for i, item in enumerate(include or []):
+        if item != SEARCH_CONTENT:
+            raise invalid(f"Invalid value: '{item[:200]}'. Supported values are: '{SEARCH_CONTENT}'.",
+                          param=f"include[{i}]", code="invalid_value")
+    return bool(include)
 
 
 @router.post("/threads/{thread_id}/runs")
 async def create_run(thread_id: str, body: CreateRunRequest, request: Request,
-                     include: list[str] | None = Query(None, alias="include[]"),
+                     search_content: bool = Depends(include_param),
                      tenant: str = Depends(require_tenant)):
     async with _writing(request, body.stream) as (session, writing):
         thread, last_seq = await service.thread_for_run(session, tenant, thread_id)
         run = await service.create(session, tenant, thread, last_seq, body,
-                                   request.app.state.settings.run_expiry_seconds, _includes_search_content(include))
+                                   request.app.state.settings.run_expiry_seconds, search_content)
         run_obj = await writing.queued(session, run)
     if writing.subscription is None:
         return run_obj.response()
@@ -195,18 +201,17 @@ async def submit_tool_outputs(thread_id: str, run_id: str, body: SubmitToolOutpu
 
 @router.get("/threads/{thread_id}/runs/{run_id}/steps")
 async def list_run_steps(thread_id: str, run_id: str, request: Request, page: PageParams = Depends(page_params),
-                         include: list[str] | None = Query(None, alias="include[]"),
+                         search_content: bool = Depends(include_param),
                          tenant: str = Depends(require_tenant)):
     async with request.app.state.db.read() as session:
         rows, has_more = await service.list_steps(session, tenant, thread_id, run_id, page)
-    full = _includes_search_content(include)
-    return ListResponse.of([RunStepObject.from_row(r, full) for r in rows], has_more).response()
+    return ListResponse.of([RunStepObject.from_row(r, search_content) for r in rows], has_more).response()
 
 
 @router.get("/threads/{thread_id}/runs/{run_id}/steps/{step_id}")
 async def retrieve_run_step(thread_id: str, run_id: str, step_id: str, request: Request,
-                            include: list[str] | None = Query(None, alias="include[]"),
+                            search_content: bool = Depends(include_param),
                             tenant: str = Depends(require_tenant)):
     async with request.app.state.db.read() as session:
         step = await service.get_step(session, tenant, thread_id, run_id, step_id)
-    return RunStepObject.from_row(step, _includes_search_content(include)).response()
+    return RunStepObject.from_row(step, search_content).response()

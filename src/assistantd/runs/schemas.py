@@ -8,7 +8,9 @@ from pydantic import Field
 
 from assistantd.api.types import (
     Lenient,
+    MAX_INT32,
     Metadata,
+    ModelName,
     ReasoningEffort,
     RequestModel,
     ResponseFormat,
@@ -28,7 +30,7 @@ TERMINAL_STATUSES = ("cancelled", "failed", "completed", "incomplete", "expired"
 
 class TruncationStrategy(Lenient):
     type: Literal["auto", "last_messages"]
-    last_messages: int | None = Field(default=None, ge=1)
+    last_messages: int | None = Field(default=None, ge=1, le=MAX_INT32)
 
 
 class NamedToolFunction(Lenient):
@@ -44,7 +46,7 @@ ToolChoice = Union[Literal["none", "auto", "required"], NamedToolChoice]
 
 
 class _RunOptions(RequestModel):
-    model: str | None = None
+    model: ModelName | None = None
     reasoning_effort: ReasoningEffort = None
     instructions: str | None = None
     tools: RunTools | None = None
@@ -52,8 +54,8 @@ class _RunOptions(RequestModel):
     temperature: Temperature = None
     top_p: TopP = None
     stream: bool | None = None
-    max_prompt_tokens: int | None = Field(default=None, ge=256)
-    max_completion_tokens: int | None = Field(default=None, ge=256)
+    max_prompt_tokens: int | None = Field(default=None, ge=256, le=MAX_INT32)
+    max_completion_tokens: int | None = Field(default=None, ge=256, le=MAX_INT32)
     truncation_strategy: TruncationStrategy | None = None
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool = True
