@@ -17,6 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from assistantd.api.errors import invalid
 
 
+# Object ids are a prefix and 24 characters; a cursor longer than this names nothing.
+MAX_ID_LENGTH = 64
+
+
 @dataclass(frozen=True)
 class PageParams:
     limit: int
@@ -73,10 +77,13 @@ async def paginate(session: AsyncSession, query: Select, model: Any, page: PageP
     for cursor, param in ((page.after, "after"), (page.before, "before")):
         if cursor is None:
             continue
-        scope = query.with_only_columns(seq).where(model.id == cursor).order_by(None)
-        cursor_seq = (await session.execute(scope)).scalar_one_or_none()
+        cursor_seq = None
+        if len(cursor) <= MAX_ID_LENGTH:  # no id is longer: spare the database the lookup
+            scope = query.with_only_columns(seq).where(model.id == cursor).order_by(None)
+            cursor_seq = (await session.execute(scope)).scalar_one_or_none()
         if cursor_seq is None:
-            raise invalid(f"Invalid '{param}': no object found with id '{cursor}'.", param=param)
+            shown = cursor if len(cursor) <= MAX_ID_LENGTH else f"{cursor[:MAX_ID_LENGTH]}..."
+            raise invalid(f"Invalid '{param}': no object found with id '{shown}'.", param=param)
         if param == "after":
             query = query.where(seq > cursor_seq if ascending else seq < cursor_seq)
         else:
