@@ -520,3 +520,30 @@ def test_long_cursor_is_refused_without_echoing_it(h):
     for param in ("after", "before"):
         error = assert_error(h.get("/v1/assistants", params={param: "a" * 10_000}), 400, param)
         assert len(error["message"]) < 200
+
+
+# --- pure logic ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("raw,expected", [
+    (b'{}', 1),
+    (b'{"a": [1, 2, {"b": "x,y[{"}]}', 5),
+    (b'{"a\\\\": [1, "x,\\"y", {"b": 2}]}', 5),  # escaped backslash, then an escaped quote
+    (b'["' + b"," * 300_000 + b'", [1, 2]]', 4),  # one string across two slices
+    (b"[" + b"1," * 200_000 + b"1]", 200_001),
+])
+def test_count_values_counts_outside_strings_only(raw, expected):
+    from assistantd.api.body import count_values
+
+    assert count_values(raw, 10**9) == expected
+
+
+def test_depth_error_names_the_field():
+    from assistantd.api.body import parse
+    from assistantd.api.errors import APIError
+
+    raw = json.dumps(tool_body(DEPTH - 4 + 1)).encode()
+    with pytest.raises(APIError) as caught:
+        parse(raw, max_depth=DEPTH, max_messages=32, openings=raw.count(b"{") + raw.count(b"["), dense=False)
+    assert caught.value.param == "tools[0].function.parameters"
+    raw = json.dumps(tool_body(DEPTH - 4)).encode()
+    assert parse(raw, max_depth=DEPTH, max_messages=32, openings=999, dense=False)["tools"]
