@@ -547,3 +547,13 @@ def test_depth_error_names_the_field():
     assert caught.value.param == "tools[0].function.parameters"
     raw = json.dumps(tool_body(DEPTH - 4)).encode()
     assert parse(raw, max_depth=DEPTH, max_messages=32, openings=999, dense=False)["tools"]
+
+
+def test_vector_store_helper_takes_at_most_500_files(hard, h):
+    before = counts(hard)
+    body = {"model": "m", "tool_resources": {"file_search": {"vector_stores": [
+        {"file_ids": [f"file-{i}" for i in range(35_000)]}]}}}
+    error = assert_error(h.post("/v1/assistants", json=body), 400,
+                         "tool_resources.file_search.vector_stores[0].file_ids")
+    assert error["code"] == "array_above_max_length"
+    assert counts(hard) == before

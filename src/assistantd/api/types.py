@@ -22,6 +22,10 @@ MAX_ASSISTANT_TOOLS = 128
 MAX_RUN_TOOLS = 20
 MAX_CODE_INTERPRETER_FILES = 20
 MAX_VECTOR_STORES_PER_RESOURCE = 1
+# Files a ``vector_stores`` helper may start its store with. The spec allows 100,000,000; we keep
+# the spec's own bound for making a store directly (CreateVectorStoreRequest.file_ids): each file
+# is a row written in the request, and a database takes ~32k ids in one lookup at most.
+MAX_HELPER_FILES = 500
 BUILTIN_TOOL_NAMES = ("code_interpreter", "file_search")
 
 _FUNCTION_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
@@ -160,7 +164,7 @@ class CodeInterpreterResources(Lenient):
 class VectorStoreHelper(Lenient):
     """``tool_resources.file_search.vector_stores[]``: make a vector store on the fly."""
 
-    file_ids: list[str] = Field(default_factory=list)
+    file_ids: list[str] = Field(default_factory=list, max_length=MAX_HELPER_FILES)
     chunking_strategy: dict[str, Any] | None = None
     metadata: Metadata = None
 
