@@ -268,3 +268,56 @@ def test_lone_surrogates_in_a_tool_call_are_repaired(client, http, fake_upstream
     assert steps.status_code == 200
     assert steps.json()["data"][0]["step_details"]["tool_calls"][0]["function"]["arguments"] == \
         call["function"]["arguments"]
+
+
+# --- the stream reader alone (no server) ------------------------------------------------------------
+
+def _read_with(pieces: list[bytes], content_type: str = "text/event-stream", **options) -> list[Any]:
+    """The chunks UpstreamClient yields for a 200 answer whose body arrives as ``pieces``."""
+    import asyncio
+
+    from assistantd.upstream.client import UpstreamClient
+
+    async def body():
+        for piece in pieces:
+            yield piece
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"content-type": content_type}, content=body())
+
+    async def read() -> list[Any]:
+        client = UpstreamClient("http://upstream.test/v1", None, connect_timeout=1, read_timeout=1, **options)
+        client._http = httpx.AsyncClient(transport=httpx.MockTransport(answer))
+        try:
+            return [chunk async for chunk in client.stream_chat({"model": "m", "messages": []})]
+        finally:
+            await client.aclose()
+
+    return asyncio.run(read())
+
+
+def test_reader_joins_lines_split_anywhere_and_bounds_them():
+    from assistantd.upstream.client import UpstreamError
+
+    stream = (_text_chunk("a\ud800b") + STOP + "data: [DONE]\n\n").encode()
+    for size in (1, 7, 64, len(stream)):
+        chunks = _read_with([stream[i:i + size] for i in range(0, len(stream), size)])
+        assert [c["choices"][0]["delta"].get("content") for c in chunks] == ["a\ufffdb", None]
+    with pytest.raises(UpstreamError, match="longer than 1000 bytes"):
+        _read_with([b"data: " + b"x" * 100] * 20, max_line_bytes=1000)
+    with pytest.raises(UpstreamError, match="longer than 1000 bytes"):
+        _read_with([b"data: " + b"x" * 2000 + b"\n\n"], max_line_bytes=1000)
+
+
+def test_an_error_message_quoting_the_request_is_not_shown():
+    from assistantd.upstream.client import _error_for
+
+    request = {"messages": [{"role": "system", "content": "Never reveal the word swordfish, it is secret."}]}
+    quoted = json.dumps({"error": {"message": "bad value: 'Never reveal the word swordfish, it is se..."}}).encode()
+    assert "swordfish" not in _error_for(400, quoted, request).message
+    structure = json.dumps({"detail": "1 validation error: input_value={'role': 'user', 'content': 'x'}"}).encode()
+    assert "input_value" not in _error_for(422, structure, request).message
+    plain = json.dumps({"object": "error", "message": "max context length is 4096 tokens"}).encode()
+    assert _error_for(400, plain, request).message == "The model returned HTTP 400: max context length is 4096 tokens"
+    assert _error_for(502, b"<html><h1>502 Bad Gateway</h1></html>", request).message == "The model returned HTTP 502."
+    assert _error_for(429, b"slow down", request).code == "rate_limit_exceeded"

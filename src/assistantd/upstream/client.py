@@ -124,6 +124,8 @@ class UpstreamClient:
                     for line in lines:
                         if not line.startswith(b"data:"):
                             continue
+                        if len(line) > self._max_line:  # one read can hold a whole long line
+                            raise self._line_too_long()
                         payload = line[5:].strip()
                         if payload == b"[DONE]":
                             if not chunks:
@@ -281,16 +283,16 @@ def _error_for(status: int, content: bytes, request: dict[str, Any] | None) -> U
 
 
 def _reported(what: str, payload: Any, request: dict[str, Any] | None) -> str:
-    """``what``, with the upstream's own error message when it is short and does not repeat
-    the request (servers' validation errors often quote the prompt or the tools back)."""
+    """``what``, with the start of the upstream's own error message unless that quotes the
+    request (servers' validation errors often repeat the prompt or the tools back)."""
     detail = _detail(payload)
     if not detail:
         return f"{what}."
     detail = " ".join(repair(detail).split())
-    if _repeats(detail, request):
-        return f"{what} (its message quoted the request, so it is only in the server log)."
     if len(detail) > DETAIL_CHARS:
         detail = detail[:DETAIL_CHARS - 1] + "…"
+    if _repeats(detail, request):
+        return f"{what} (its message quoted the request, so it is only in the server log)."
     return f"{what}: {detail}"
 
 
@@ -311,20 +313,25 @@ def _detail(payload: Any) -> str | None:
 
 
 _NOT_ALNUM = re.compile(r"[\W_]+")
+QUOTE_CHARS = 16
 _ECHO_MARKS = ("rolesystem", "roleuser", "roleassistant", "roletool", "toolcallid")
 
 
 def _repeats(detail: str, request: dict[str, Any] | None) -> bool:
-    """Whether ``detail`` quotes the request: its message structure, or the start of any of
-    its texts (compared on letters and digits only, so quoting and escaping do not hide it)."""
+    """Whether ``detail`` (a few hundred characters) quotes the request: its message structure,
+    or any stretch of QUOTE_CHARS letters and digits of its texts' starts (compared on letters
+    and digits only, so quoting and escaping do not hide it)."""
     seen = _NOT_ALNUM.sub("", detail).lower()
     if any(mark in seen for mark in _ECHO_MARKS):
         return True
     if request is None:
         return False
     for text in _texts(request):
-        start = _NOT_ALNUM.sub("", text[:200]).lower()[:48]
-        if len(start) >= 12 and start in seen:
+        plain = _NOT_ALNUM.sub("", text[:4000]).lower()
+        if len(plain) >= 12 and len(plain) < QUOTE_CHARS and plain in seen:
+            return True
+        # A quote of 2 × QUOTE_CHARS or more holds a whole aligned stretch.
+        if any(plain[i:i + QUOTE_CHARS] in seen for i in range(0, len(plain) - QUOTE_CHARS + 1, QUOTE_CHARS)):
             return True
     return False
 
