@@ -107,7 +107,8 @@ def test_a_malformed_answer_fails_the_run(client, http, fake_upstream, name):
 
 
 def test_what_was_said_before_a_malformed_chunk_is_kept(client, http, fake_upstream):
-    t, final = _run(client, http, fake_upstream, {"raw": [_text_chunk("Hello "), _text_chunk("there"), "data: [1]\n\n"]})
+    t, final = _run(client, http, fake_upstream,
+                    {"raw": [_text_chunk("Hello "), _text_chunk("there"), "data: [1]\n\n"]})
     _assert_failed(final, "not a JSON object")
     message = messages(http, t.id)[-1]
     assert message["status"] == "incomplete" and text_of(message) == "Hello there"

@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from assistantd import ids
+from assistantd.api.text import repair
 from assistantd.db import Database
 from assistantd.db.models import Message, Run, RunStep
 from assistantd.db.rows import insert_objects, update_object
@@ -39,7 +40,6 @@ from assistantd.files.storage import FileStore
 from assistantd.runs import prompt as prompts
 from assistantd.runs import tokens
 from assistantd.runs.events import Event, EventBus
-from assistantd.api.text import repair
 from assistantd.runs.failures import RunFailure, short_message
 from assistantd.runs.schemas import RunObject, RunStepObject
 from assistantd.sandbox.pool import SandboxPool
