@@ -66,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.upstream = UpstreamClient(
             settings.upstream_base_url, settings.resolved_upstream_api_key,
             connect_timeout=settings.upstream_connect_timeout, read_timeout=settings.upstream_read_timeout,
+            max_line_bytes=settings.upstream_max_line_bytes,
         )
         await to_thread.run_sync(tokens.warm_up)
         embedder = embeddings.from_setting(settings.embeddings, app.state.upstream)

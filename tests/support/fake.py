@@ -3,6 +3,7 @@ SSE reader tests use to see a run's raw event stream."""
 
 from __future__ import annotations
 
+import json
 import secrets
 import subprocess
 import sys
@@ -49,6 +50,14 @@ class FakeUpstream:
         """Queue ``turns`` under a new (or given) tag; put ``marker(tag)`` in a message to use them."""
         tag = tag or secrets.token_hex(6)
         httpx.post(f"http://127.0.0.1:{self.port}/__fake/script", json={"tag": tag, "turns": list(turns)}).raise_for_status()
+        return tag
+
+    def script_escaped(self, *turns: dict[str, Any], tag: str | None = None) -> str:
+        """:meth:`script`, sent as ASCII JSON: turns may hold text no UTF-8 encoder takes (lone
+        surrogates), which the fake then streams as ``\\udXXX`` escapes."""
+        tag = tag or secrets.token_hex(6)
+        httpx.post(f"http://127.0.0.1:{self.port}/__fake/script", content=json.dumps({"tag": tag, "turns": list(turns)}),
+                   headers={"content-type": "application/json"}).raise_for_status()
         return tag
 
     def requests(self, tag: str) -> list[dict[str, Any]]:

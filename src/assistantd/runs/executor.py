@@ -17,6 +17,7 @@ import contextlib
 import functools
 import json
 import logging
+import math
 import os
 import re
 import secrets
@@ -31,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from assistantd import ids
+from assistantd.api.text import repair
 from assistantd.db import Database
 from assistantd.db.models import Message, Run, RunStep
 from assistantd.db.rows import insert_objects, update_object
@@ -38,7 +40,7 @@ from assistantd.files.storage import FileStore
 from assistantd.runs import prompt as prompts
 from assistantd.runs import tokens
 from assistantd.runs.events import Event, EventBus
-from assistantd.runs.failures import RunFailure
+from assistantd.runs.failures import RunFailure, short_message
 from assistantd.runs.schemas import RunObject, RunStepObject
 from assistantd.sandbox.pool import SandboxPool
 from assistantd.settings import Settings
@@ -97,6 +99,7 @@ class RunContext:
     prompt_tokens: int = 0  # used by the run so far, across its turns
     completion_tokens: int = 0
     prompt: prompts.Prompt | None = None  # the next turn's, when it was built in the claiming transaction
+    deadline: float = math.inf  # time.monotonic() by which this stretch of execution must end
 
     def __post_init__(self) -> None:
         usage = self.run.usage or {}
@@ -349,12 +352,18 @@ class RunExecutor:
     # --- executing one run ----------------------------------------------------------------------
 
     async def _execute(self, ctx: RunContext) -> None:
+        """Execute the run until it ends or waits for tool outputs: one stretch of execution,
+        which ``run_timeout`` bounds (a run re-queued by submit_tool_outputs starts a new one,
+        so the time spent waiting for outputs is not counted)."""
         run = ctx.run
+        ctx.deadline = time.monotonic() + self.settings.run_timeout
         self.emit(run.id, "thread.run.in_progress", RunObject.from_row, run)
         try:
             for _ in range(MAX_TURNS):
                 if ctx.cancel_requested:
                     raise RunCancelled()
+                if time.monotonic() >= ctx.deadline:
+                    raise RunFailure("server_error", self._run_timeout_message())
                 if not await self._turn(ctx):
                     return
             await self._finish_failed(ctx, "server_error",
@@ -362,12 +371,28 @@ class RunExecutor:
         except RunCancelled:
             await self._finish_cancelled(ctx)
         except RunFailure as exc:  # the upstream's failure, or a tool's
-            await self._finish_failed(ctx, exc.code, exc.message)
+            await self._fail_safely(ctx, exc.code, exc.message)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            # The exception's text can hold anything (the request, a tool's output): it goes
+            # to the log, and the run says only what kind of error it was.
             log.exception("run %s failed", run.id)
-            await self._finish_failed(ctx, "server_error", f"Internal error while executing the run: {exc!r}")
+            await self._fail_safely(ctx, "server_error", f"Internal error while executing the run "
+                                                         f"({type(exc).__name__}); see the server log.")
+
+    async def _fail_safely(self, ctx: RunContext, code: str, message: str) -> None:
+        """End the run failed, keeping what it had said; if even that fails, end it without."""
+        try:
+            await self._finish_failed(ctx, code, message)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("run %s: keeping its partial answer failed", ctx.run.id)
+            await self._fail_orphans(Run.id == ctx.run.id, short_message(message))
+
+    def _run_timeout_message(self) -> str:
+        return f"The run did not finish within {self.settings.run_timeout:g} s (ASSISTANTD_RUN_TIMEOUT)."
 
     async def _turn(self, ctx: RunContext) -> bool:
         """One model turn. Returns True when the run goes on with another turn."""
@@ -390,7 +415,14 @@ class RunExecutor:
 
         turn = ctx.turn = Turn()
         ctx.queue = asyncio.Queue()
-        pump = asyncio.create_task(self._pump(prompt.body, ctx.queue))
+        # The turn's deadline, or the run's when that comes first: an upstream that keeps its
+        # stream alive (SSE comments, a token an hour) never trips the read timeout.
+        limit = self.settings.upstream_turn_timeout
+        expired = (f"The model did not finish its answer within {limit:g} s "
+                   "(ASSISTANTD_UPSTREAM_TURN_TIMEOUT).")
+        if ctx.deadline - time.monotonic() < limit:
+            limit, expired = max(0.0, ctx.deadline - time.monotonic()), self._run_timeout_message()
+        pump = asyncio.create_task(self._pump(prompt.body, ctx.queue, limit, expired))
         try:
             while True:
                 item = await ctx.queue.get()
@@ -434,18 +466,24 @@ class RunExecutor:
                                    self.settings.context_windows, ctx.completion_budget,
                                    first_turn=run.usage is None)
 
-    async def _pump(self, body: dict[str, Any], queue: asyncio.Queue) -> None:
-        """Read the upstream stream into ``queue`` (network only: cancelling it is always safe)."""
+    async def _pump(self, body: dict[str, Any], queue: asyncio.Queue, limit: float, expired: str) -> None:
+        """Read the upstream stream into ``queue`` within ``limit`` seconds, else fail with
+        ``expired`` (network only: cancelling it is always safe)."""
         try:
-            async for chunk in self.upstream.stream_chat(body):
-                queue.put_nowait(chunk)
+            async with asyncio.timeout(limit):
+                async for chunk in self.upstream.stream_chat(body):
+                    queue.put_nowait(chunk)
             queue.put_nowait(_END)
         except asyncio.CancelledError:
             raise
+        except TimeoutError:
+            queue.put_nowait(UpstreamError("server_error", expired))
         except UpstreamError as exc:
             queue.put_nowait(exc)
         except Exception as exc:
-            queue.put_nowait(UpstreamError("server_error", f"Reading the model's answer failed: {exc!r}"))
+            log.exception("reading the model's answer failed")
+            queue.put_nowait(UpstreamError("server_error", f"Reading the model's answer failed "
+                                                           f"({type(exc).__name__}); see the server log."))
 
     def upstream_model(self, model: str) -> str:
         return self.settings.model_map.get(model, model)
@@ -497,7 +535,7 @@ class RunExecutor:
             self.emit_raw(ctx.run.id, "thread.run.step.delta", _step_delta(turn.tool_step.id, call, piece=piece))
         elif call["code"] is not None:
             # The code, not its JSON wrapping, streams out as code_interpreter.input.
-            code = call["code"].feed(piece)
+            code = repair(call["code"].feed(piece))  # its JSON may escape a lone surrogate
             if code:
                 self.emit_raw(ctx.run.id, "thread.run.step.delta", _step_delta(turn.tool_step.id, call, piece=code))
 
@@ -575,7 +613,8 @@ class RunExecutor:
                                              "output": None}})
             elif call["type"] == "code_interpreter":
                 details.append({"id": call["id"], "type": "code_interpreter",
-                                "code_interpreter": {"input": string_argument(call["arguments"], "code"), "outputs": []},
+                                "code_interpreter": {"input": repair(string_argument(call["arguments"], "code")),
+                                                     "outputs": []},
                                 "_arguments": call["arguments"], "_index": call["index"]})
             else:
                 details.append({"id": call["id"], "type": call["type"], call["type"]: {},
@@ -712,7 +751,7 @@ class RunExecutor:
 
     async def _persist_failed(self, session: AsyncSession, run: Run, code: str, message: str) -> list[Event]:
         run.status, run.failed_at = "failed", ids.now()
-        run.last_error = {"code": code, "message": message}
+        run.last_error = {"code": code, "message": short_message(message)}
         run.required_action = None
         closed = await self._close_open(session, run, step_status="failed", message_reason="run_failed",
                                         last_error=run.last_error)

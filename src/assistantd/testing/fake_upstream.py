@@ -16,6 +16,16 @@ turns for a tag; each model request with that tag takes the next one. A turn is 
     finish_reason   override ("length" to imitate hitting max tokens)
     usage           {"prompt_tokens", "completion_tokens"} to report
     hang            never answer (until the client gives up)
+    omit            frames to leave out of a streamed turn: any of "finish" (the chunk with the
+                    finish_reason), "usage", "done" (``data: [DONE]``)
+    keepalive_forever  after the turn's chunks, send an SSE comment ``: ping`` every
+                    ``keepalive_interval`` seconds (default 1) and never finish
+    echo_request_in_error  with ``status``: the error message repeats the whole request body
+                    (as some servers' validation errors do)
+    raw             send exactly these strings (a list, UTF-8 encoded) as a 200 body instead of
+                    a stream, with ``content_type`` (default ``text/event-stream``; null: no
+                    content-type header); ``pad_bytes``: then this many bytes of ``x`` (no
+                    newline), in 64 KiB pieces
 
 With no script the model calls ``code_interpreter`` when it is offered and the user asks
 something, else ``file_search`` (with the user's words as the query) when that is offered; it
@@ -127,8 +137,13 @@ async def chat_completions(request: Request) -> Response:
         _requests.append(body)
         _ports.append((tag, request.client.port if request.client else 0))
     turn = _scripts[tag].popleft() if tag and _scripts.get(tag) else default_turn(body)
+    if turn.get("raw") is not None:
+        return _raw(turn)
     if turn.get("status"):
-        return JSONResponse({"error": {"message": turn.get("message", "scripted failure"),
+        message = turn.get("message", "scripted failure")
+        if turn.get("echo_request_in_error"):
+            message = f"Invalid request: {json.dumps(body)}"
+        return JSONResponse({"error": {"message": message,
                                        "type": "server_error", "param": None, "code": None}},
                             status_code=int(turn["status"]))
     model = body.get("model", "fake")
@@ -152,14 +167,41 @@ async def chat_completions(request: Request) -> Response:
             if delay and n:
                 await asyncio.sleep(delay)
             yield _chunk(cid, model, delta)
-        yield _chunk(cid, model, {}, finish)
-        yield _chunk(cid, model, usage=usage)
-        yield b"data: [DONE]\n\n"
+        if turn.get("keepalive_forever"):
+            while True:
+                yield b": ping\n\n"
+                await asyncio.sleep(float(turn.get("keepalive_interval") or 1))
+        omit = set(turn.get("omit") or ())
+        if "finish" not in omit:
+            yield _chunk(cid, model, {}, finish)
+        if "usage" not in omit:
+            yield _chunk(cid, model, usage=usage)
+        if "done" not in omit:
+            yield b"data: [DONE]\n\n"
         if turn.get("drop_after_done"):
             await asyncio.sleep(0.05)  # let the [DONE] frame go out first
             raise ConnectionResetError("scripted drop after [DONE]")
 
     return StreamingResponse(stream(), media_type="text/event-stream")
+
+
+def _raw(turn: dict[str, Any]) -> Response:
+    """A 200 answer of exactly the scripted bytes, whatever they are."""
+    pieces = [p.encode() for p in turn["raw"]]
+    pad = int(turn.get("pad_bytes") or 0)
+
+    async def body():
+        for piece in pieces:
+            yield piece
+        block = b"x" * 65536
+        for start in range(0, pad, len(block)):
+            yield block[:pad - start]
+
+    response = StreamingResponse(body(), media_type=None)
+    content_type = turn.get("content_type", "text/event-stream")
+    if content_type is not None:
+        response.headers["content-type"] = content_type  # as given: no charset appended
+    return response
 
 
 async def embeddings(request: Request) -> Response:

@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
 import httpx
 
+from assistantd.api.text import repair
 from assistantd.runs.failures import RunFailure
+
+log = logging.getLogger("assistantd.upstream")
 
 
 CONNECT_RETRIES = 2
@@ -25,19 +30,25 @@ CONNECT_RETRIES = 2
 # TCP (and TLS) handshake, few enough that the scan stays cheap.
 KEEPALIVE_CONNECTIONS = 16
 DRAIN_SECONDS = 1.0  # how long the end of a body may lag behind its [DONE]
+ERROR_BODY_BYTES = 64 * 1024  # of an error answer's body, read for its message
+DETAIL_CHARS = 300  # of the upstream's own error message, shown in last_error
 
 
 class UpstreamError(RunFailure):
-    """The upstream failed; ``code`` is the run's ``last_error.code``."""
+    """The upstream failed; ``code`` is the run's ``last_error.code``. The message says what
+    kind of failure it was, never what the request held (details go to the server log)."""
 
 
 class UpstreamClient:
     def __init__(self, base_url: str, api_key: str | None, *, connect_timeout: float,
-                 read_timeout: float, max_connections: int = 512) -> None:
+                 read_timeout: float, max_connections: int = 512,
+                 max_line_bytes: int = 4 * 1024 * 1024) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         # Full URLs parsed once: httpx would otherwise parse and merge a path on every request.
         self._chat_url = httpx.URL(base_url.rstrip("/") + "/chat/completions")
         self._embeddings_url = httpx.URL(base_url.rstrip("/") + "/embeddings")
+        self._connect_timeout, self._read_timeout = connect_timeout, read_timeout
+        self._max_line = max_line_bytes
         self._http = httpx.AsyncClient(
             headers=headers,
             timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
@@ -50,6 +61,8 @@ class UpstreamClient:
     async def stream_chat(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """Yield the chunks of one streamed completion; raise :class:`UpstreamError` on failure.
 
+        Each chunk yielded has the shape the executor reads (see :func:`_check`), its text
+        repaired; the stream is only over once it said so (a ``finish_reason`` or ``[DONE]``).
         A connection that fails before the answer starts (typically a pooled keep-alive
         connection the upstream had just closed) is retried; once a chunk has been relayed,
         a failure ends the run, since the client has already seen part of the answer.
@@ -64,45 +77,103 @@ class UpstreamClient:
                 return
             except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as exc:
                 if started or attempt == CONNECT_RETRIES:
-                    raise UpstreamError("server_error", f"Could not reach the model: {exc!r}") from exc
+                    log.warning("the model's connection failed: %r", exc)
+                    what = "The connection to the model broke during its answer" if started \
+                        else "Could not reach the model"
+                    raise UpstreamError("server_error", f"{what} ({type(exc).__name__}).") from exc
 
     async def _stream_once(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         try:
             async with self._http.stream("POST", self._chat_url, json=body) as response:
                 if response.status_code >= 400:
-                    await response.aread()
-                    raise _error_for(response)
+                    raise _error_for(response.status_code, await _read_some(response), body)
+                if response.status_code != 200:
+                    raise UpstreamError("server_error", f"The model answered HTTP {response.status_code}, "
+                                                        "not a stream.")
+                content_type = response.headers.get("content-type")
+                if content_type is None or content_type.partition(";")[0].strip().lower() != "text/event-stream":
+                    shown = f"content-type {repair(content_type[:100])}" if content_type else "no content-type"
+                    raise UpstreamError("server_error", f"The model's answer was not an event stream ({shown}).")
                 # SSE lines are split from the raw bytes (no text decoding pass, json.loads
-                # takes bytes): this loop runs once per token of every run.
-                buffer = b""
-                body = response.aiter_bytes()
-                async for data in body:
-                    buffer += data
-                    *lines, buffer = buffer.split(b"\n")
+                # takes bytes): this loop runs once per token of every run. A line's start is
+                # held as pieces until its end arrives (joined once: no quadratic re-copying),
+                # and no longer than max_line bytes.
+                held: list[bytes] = []
+                held_bytes = 0
+                chunks = finished = False
+                stream = response.aiter_bytes()
+                async for data in stream:
+                    lines = data.split(b"\n")
+                    rest = lines.pop()
+                    if held:
+                        if not lines:  # still the same line
+                            held.append(rest)
+                            held_bytes += len(rest)
+                            if held_bytes > self._max_line:
+                                raise self._line_too_long()
+                            continue
+                        if held_bytes + len(lines[0]) > self._max_line:
+                            raise self._line_too_long()
+                        held.append(lines[0])
+                        lines[0] = b"".join(held)
+                        held, held_bytes = [], 0
+                    if rest:
+                        if len(rest) > self._max_line:
+                            raise self._line_too_long()
+                        held, held_bytes = [rest], len(rest)
                     for line in lines:
                         if not line.startswith(b"data:"):
                             continue
+                        if len(line) > self._max_line:  # one read can hold a whole long line
+                            raise self._line_too_long()
                         payload = line[5:].strip()
                         if payload == b"[DONE]":
-                            await _drain(body)
+                            if not chunks:
+                                raise UpstreamError("server_error", "The model's answer was empty.")
+                            await _drain(stream)
                             return
-                        chunk = json.loads(payload)
-                        if isinstance(chunk, dict) and "error" in chunk:
-                            raise UpstreamError("server_error", _message(chunk))
+                        try:
+                            chunk = json.loads(payload)
+                        except ValueError:
+                            raise UpstreamError("server_error", "The model's stream was malformed: "
+                                                                "a chunk is not JSON.") from None
+                        if type(chunk) is dict and "error" in chunk:
+                            log.warning("the model reported an error in its stream: %.2000s", payload)
+                            raise UpstreamError("server_error", _reported("The model reported an error",
+                                                                          chunk, body))
+                        if _check(chunk):
+                            finished = True
+                        chunks = True
                         yield chunk
+                # The body ended without [DONE]: complete only if the answer said it was over
+                # (some servers send no [DONE]); else it was cut off, however cleanly it closed.
+                if not chunks:
+                    raise UpstreamError("server_error", "The model's answer was empty.")
+                if not finished:
+                    raise UpstreamError("server_error", "The model's stream ended before it finished "
+                                                        "(no finish_reason, no [DONE]).")
         except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError):
             raise
+        except httpx.ConnectTimeout as exc:
+            raise UpstreamError("server_error", f"Could not connect to the model within {self._connect_timeout:g} s "
+                                                "(ASSISTANTD_UPSTREAM_CONNECT_TIMEOUT).") from exc
+        except httpx.ReadTimeout as exc:
+            raise UpstreamError("server_error", f"The model sent nothing for {self._read_timeout:g} s "
+                                                "(ASSISTANTD_UPSTREAM_READ_TIMEOUT).") from exc
         except httpx.TimeoutException as exc:
             raise UpstreamError("server_error", f"The model did not answer in time ({type(exc).__name__}).") from exc
         except httpx.HTTPError as exc:
-            raise UpstreamError("server_error", f"Could not reach the model: {exc!r}") from exc
-        except json.JSONDecodeError as exc:
-            raise UpstreamError("server_error", f"The model sent a malformed chunk: {exc}") from exc
+            log.warning("the model's request failed: %r", exc)
+            raise UpstreamError("server_error", f"Could not reach the model ({type(exc).__name__}).") from exc
+
+    def _line_too_long(self) -> UpstreamError:
+        return UpstreamError("server_error", f"The model's stream held a line longer than {self._max_line} bytes "
+                                             "(ASSISTANTD_UPSTREAM_MAX_LINE_BYTES).")
 
     async def embeddings(self, model: str, inputs: list[str]) -> list[list[float]]:
         response = await self._http.post(self._embeddings_url, json={"model": model, "input": inputs})
         if response.status_code >= 400:
-            raise _error_for(response)
+            raise _error_for(response.status_code, response.content, {"input": inputs})
         data = sorted(response.json()["data"], key=lambda d: d["index"])
         return [d["embedding"] for d in data]
 
@@ -121,20 +192,156 @@ async def _drain(body: AsyncIterator[bytes]) -> None:
             pass
 
 
-def _message(payload: Any) -> str:
-    if isinstance(payload, dict):
-        err = payload.get("error", payload)
-        if isinstance(err, dict) and err.get("message"):
-            return str(err["message"])
-        if isinstance(err, str):
-            return err
-    return str(payload)[:500]
+def _malformed(what: str) -> UpstreamError:
+    return UpstreamError("server_error", f"The model's stream was malformed: {what}.")
 
 
-def _error_for(response: httpx.Response) -> UpstreamError:
+def _check(chunk: Any) -> bool:
+    """Check that ``chunk`` has the shape the executor reads, and repair its text in place (a
+    JSON ``\\ud800`` escape decodes to a lone surrogate, which nothing can store or send on);
+    True when it ends a choice. Cheap on purpose: a handful of type checks per token."""
+    if type(chunk) is not dict:
+        raise _malformed("a chunk is not a JSON object")
+    finished = False
+    choices = chunk.get("choices")
+    if choices is not None:
+        if type(choices) is not list:
+            raise _malformed("a chunk's choices are not a list")
+        for choice in choices:
+            if type(choice) is not dict:
+                raise _malformed("a choice is not an object")
+            delta = choice.get("delta")
+            if delta is not None:
+                if type(delta) is not dict:
+                    raise _malformed("a choice's delta is not an object")
+                content = delta.get("content")
+                if content is not None:
+                    if type(content) is not str:
+                        raise _malformed("a delta's content is not a string")
+                    if not content.isascii():
+                        delta["content"] = repair(content)
+                calls = delta.get("tool_calls")
+                if calls is not None:
+                    if type(calls) is not list:
+                        raise _malformed("a delta's tool_calls are not a list")
+                    for call in calls:
+                        _check_call(call)
+            reason = choice.get("finish_reason")
+            if reason is not None:
+                if type(reason) is not str:
+                    raise _malformed("a choice's finish_reason is not a string")
+                finished = True
+    usage = chunk.get("usage")
+    if usage is not None:
+        if type(usage) is not dict or not all(
+                type(usage.get(k, 0)) in (int, float) or usage.get(k) is None
+                for k in ("prompt_tokens", "completion_tokens")):
+            raise _malformed("its usage is not an object of token counts")
+    return finished
+
+
+def _check_call(call: Any) -> None:
+    if type(call) is not dict:
+        raise _malformed("a tool call is not an object")
+    if type(call.get("index", 0)) is not int:
+        raise _malformed("a tool call's index is not an integer")
+    function = call.get("function")
+    if function is None:
+        return
+    if type(function) is not dict:
+        raise _malformed("a tool call's function is not an object")
+    for key in ("name", "arguments"):
+        value = function.get(key)
+        if value is not None:
+            if type(value) is not str:
+                raise _malformed(f"a tool call's {key} is not a string")
+            if not value.isascii():
+                function[key] = repair(value)
+
+
+async def _read_some(response: httpx.Response, limit: int = ERROR_BODY_BYTES) -> bytes:
+    """The start of an error answer's body (an upstream may answer an error with any amount)."""
+    kept, size = [], 0
+    async for data in response.aiter_bytes():
+        kept.append(data)
+        size += len(data)
+        if size >= limit:
+            break
+    return b"".join(kept)[:limit]
+
+
+def _error_for(status: int, content: bytes, request: dict[str, Any] | None) -> UpstreamError:
+    code = "rate_limit_exceeded" if status == 429 else "server_error"
+    log.warning("the model returned HTTP %s: %.2000s", status, content.decode("utf-8", "replace"))
     try:
-        detail = _message(response.json())
+        payload = json.loads(content)
     except ValueError:
-        detail = response.text[:500]
-    code = "rate_limit_exceeded" if response.status_code == 429 else "server_error"
-    return UpstreamError(code, f"The model returned HTTP {response.status_code}: {detail}")
+        text = content.decode("utf-8", "replace").strip()
+        # A short plain-text reason is worth showing; an HTML error page is not.
+        payload = {"error": text} if text and len(text) <= DETAIL_CHARS and "<" not in text else None
+    return UpstreamError(code, _reported(f"The model returned HTTP {status}", payload, request))
+
+
+def _reported(what: str, payload: Any, request: dict[str, Any] | None) -> str:
+    """``what``, with the start of the upstream's own error message unless that quotes the
+    request (servers' validation errors often repeat the prompt or the tools back)."""
+    detail = _detail(payload)
+    if not detail:
+        return f"{what}."
+    detail = " ".join(repair(detail).split())
+    if len(detail) > DETAIL_CHARS:
+        detail = detail[:DETAIL_CHARS - 1] + "…"
+    if _repeats(detail, request):
+        return f"{what} (its message quoted the request, so it is only in the server log)."
+    return f"{what}: {detail}"
+
+
+def _detail(payload: Any) -> str | None:
+    """The message of an OpenAI-style (``{"error": {"message"}}``), vLLM-style
+    (``{"message"}``) or FastAPI-style (``{"detail"}``) error body."""
+    if not isinstance(payload, dict):
+        return None
+    err = payload.get("error")
+    if isinstance(err, dict) and isinstance(err.get("message"), str):
+        return err["message"]
+    if isinstance(err, str):
+        return err
+    for key in ("message", "detail"):
+        if isinstance(payload.get(key), str):
+            return payload[key]
+    return None
+
+
+_NOT_ALNUM = re.compile(r"[\W_]+")
+QUOTE_CHARS = 16
+_ECHO_MARKS = ("rolesystem", "roleuser", "roleassistant", "roletool", "toolcallid")
+
+
+def _repeats(detail: str, request: dict[str, Any] | None) -> bool:
+    """Whether ``detail`` (a few hundred characters) quotes the request: its message structure,
+    or any stretch of QUOTE_CHARS letters and digits of its texts' starts (compared on letters
+    and digits only, so quoting and escaping do not hide it)."""
+    seen = _NOT_ALNUM.sub("", detail).lower()
+    if any(mark in seen for mark in _ECHO_MARKS):
+        return True
+    if request is None:
+        return False
+    for text in _texts(request):
+        plain = _NOT_ALNUM.sub("", text[:4000]).lower()
+        if len(plain) >= 12 and len(plain) < QUOTE_CHARS and plain in seen:
+            return True
+        # A quote of 2 × QUOTE_CHARS or more holds a whole aligned stretch.
+        if any(plain[i:i + QUOTE_CHARS] in seen for i in range(0, len(plain) - QUOTE_CHARS + 1, QUOTE_CHARS)):
+            return True
+    return False
+
+
+def _texts(value: Any):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _texts(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _texts(item)
