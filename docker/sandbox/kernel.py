@@ -36,7 +36,7 @@ import time
 import traceback
 
 DATA = "/mnt/data"
-MAX_OUTPUT_BYTES = 1024 * 1024  # the defaults; each exec request carries the server's settings
+MAX_OUTPUT_BYTES = 64 * 1024  # the defaults; each exec request carries the server's settings
 MAX_FILES = 20
 MAX_FILE_BYTES = 50 * 1024 * 1024
 MAX_TRACEBACK_CHARS = 20_000

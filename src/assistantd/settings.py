@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     max_messages_per_request: int = 32  # messages in POST /threads or /threads/runs
     max_json_depth: int = 64  # nesting of any JSON value accepted (tool schemas, metadata...) and stored
     # The code interpreter.
-    sandbox_max_output_bytes: int = 1024 * 1024  # stdout+stderr bytes kept per execution
+    sandbox_max_output_bytes: int = 64 * 1024  # stdout+stderr bytes kept per execution (head and tail)
     sandbox_max_output_files: int = 20  # files an execution may hand back
     sandbox_max_output_file_bytes: int = 32 * 1024 * 1024  # their bytes, all together
     sandbox_shm_size: str = "1m"  # the sandbox's /dev/shm

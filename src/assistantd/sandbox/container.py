@@ -37,7 +37,7 @@ class SandboxLimits:
     data_size: str
     exec_timeout: float
     shm_size: str = "1m"
-    max_output_bytes: int = 1024 * 1024  # stdout + stderr kept per execution
+    max_output_bytes: int = 64 * 1024  # stdout + stderr kept per execution
     max_output_files: int = 20
     max_output_file_bytes: int = 32 * 1024 * 1024  # all the files of one execution together
 
