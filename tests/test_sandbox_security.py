@@ -27,6 +27,10 @@ LIMITS = {
     "ASSISTANTD_SANDBOX_DATA_SIZE": "16m",
     "ASSISTANTD_SANDBOX_PIDS": "64",
     "ASSISTANTD_SANDBOX_WARM_POOL": "1",
+    # Every test here takes a fresh thread, and the witness's sandbox must never be the one
+    # evicted to make room (test_sandbox_hardening tests the bounds).
+    "ASSISTANTD_SANDBOX_MAX_TOTAL": "64",
+    "ASSISTANTD_SANDBOX_MAX_PER_TENANT": "64",
 }
 
 
@@ -224,7 +228,10 @@ def test_infinite_loop_is_interrupted(box, client, fake_upstream, bot, witness):
     assert run.status == "completed", run.last_error
     assert time.monotonic() - started >= EXEC_TIMEOUT
     result = code_result(client, fake_upstream, run, tag)
-    assert "KeyboardInterrupt" in result["logs"], result["logs"]
+    # The log names the limit that was hit, not just the interrupt it was enforced with.
+    assert f"exceeded the {EXEC_TIMEOUT} s time limit (ASSISTANTD_SANDBOX_EXEC_TIMEOUT)" in result["logs"], \
+        result["logs"]
+    assert "KeyboardInterrupt" not in result["logs"]
     assert "stopped" in result["tool_message"]
     # An interrupt keeps the kernel and its state.
     assert _code(client, fake_upstream, bot, thread_id, "print(kept)")["logs"] == "7"
@@ -234,7 +241,7 @@ def test_uninterruptible_loop_restarts_the_kernel(box, client, fake_upstream, bo
     thread_id = _fresh(client)
     code = "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    pass"
     result = _code(client, fake_upstream, bot, thread_id, code)
-    assert f"exceeded {EXEC_TIMEOUT} s" in result["logs"] and "restarted" in result["logs"], result["logs"]
+    assert f"exceeded the {EXEC_TIMEOUT} s time limit" in result["logs"] and "restarted" in result["logs"], result["logs"]
     assert "restarted" in result["tool_message"]
     assert _code(client, fake_upstream, bot, thread_id, "print(6 * 7)")["logs"] == "42"
     _unharmed(box, client, fake_upstream, bot, witness)

@@ -12,24 +12,37 @@ Requests:
     {"op": "put_file", "id": n, "path": "/mnt/data/x.csv", "data": base64}   → {"id", "ok"}
     {"op": "ping", "id": n}                                                  → {"id", "ok"}
 
-``files`` are the files under /mnt/data that the code created or changed. SIGINT interrupts a
-running execution (KeyboardInterrupt) and keeps the state.
+``files`` are the files under /mnt/data that the code created or changed (at most
+``max_files`` of them and ``max_file_bytes`` together, given with each exec request). SIGINT
+interrupts a running execution (KeyboardInterrupt) and keeps the state.
+
+Bounds: the answers go out on a private copy of the original stdout; while code runs, fds 1 and 2
+are pipes that a reader thread drains, keeping at most ``max_output_bytes`` (head and tail, the
+rest counted and dropped), so ``print``, ``os.write(1, …)``, C extensions and subprocesses are all
+captured and none can grow the answer. When an execution ends, every other process in the
+container is killed (the kernel is PID 1 of the container's namespace) and all children are
+reaped, so nothing started by code outlives its cell and a fork bomb leaves no zombies behind.
 """
 
 import ast
 import base64
-import contextlib
 import io
 import json
 import os
+import signal
 import sys
+import threading
+import time
 import traceback
 
 DATA = "/mnt/data"
-MAX_OUTPUT_CHARS = 20_000
+MAX_OUTPUT_BYTES = 64 * 1024  # the defaults; each exec request carries the server's settings
+MAX_FILES = 20
 MAX_FILE_BYTES = 50 * 1024 * 1024
+MAX_TRACEBACK_CHARS = 20_000
 
-_stdout = sys.stdout
+_protocol = os.dup(1)  # the answers' channel; fds 1 and 2 are the code's, captured per execution
+_devnull = os.open(os.devnull, os.O_RDWR)
 _globals = {"__name__": "__main__", "__builtins__": __builtins__}
 
 
@@ -79,10 +92,10 @@ def _figures():
     return images
 
 
-def _clip(text):
-    if len(text) <= MAX_OUTPUT_CHARS:
+def _clip(text, limit=MAX_TRACEBACK_CHARS):
+    if len(text) <= limit:
         return text
-    return text[: MAX_OUTPUT_CHARS // 2] + "\n...[output truncated]...\n" + text[-MAX_OUTPUT_CHARS // 2:]
+    return text[: limit // 2] + "\n...[output truncated]...\n" + text[-limit // 2:]
 
 
 def _run(code):
@@ -98,31 +111,113 @@ def _run(code):
             print(repr(value))
 
 
-def execute(code):
+class _Capture:
+    """One stream of the running code (fd 1 or 2): a pipe drained by a thread that keeps the
+    first and last ``limit // 2`` bytes and counts the rest."""
+
+    def __init__(self, fd, limit):
+        self.fd, self.half = fd, max(1, limit // 2)
+        self.head, self.tail, self.dropped = bytearray(), bytearray(), 0
+        read_end, write_end = os.pipe()
+        os.dup2(write_end, fd)
+        os.close(write_end)
+        self._thread = threading.Thread(target=self._drain, args=(read_end,), daemon=True)
+        self._thread.start()
+
+    def _drain(self, read_end):
+        while True:
+            data = os.read(read_end, 1 << 16)
+            if not data:
+                break
+            room = self.half - len(self.head)
+            if room > 0:
+                self.head += data[:room]
+                data = data[room:]
+            if data:
+                self.tail += data
+                if len(self.tail) > self.half:
+                    self.dropped += len(self.tail) - self.half
+                    del self.tail[: len(self.tail) - self.half]
+        os.close(read_end)
+
+    def finish(self):
+        """Stop capturing (the pipe's write end is closed once no process holds it) → text."""
+        os.dup2(_devnull, self.fd)
+        self._thread.join(5)
+        text = bytes(self.head)
+        if self.dropped:
+            text += f"\n...[{self.dropped} bytes of output dropped]...\n".encode()
+        text += bytes(self.tail)
+        # A lone surrogate printed by the code arrives as its UTF-8-like bytes: decoded with
+        # replacement, the text holds U+FFFD instead.
+        return text.decode("utf-8", "replace"), self.dropped
+
+
+def _end_leftovers():
+    """Kill every process the code left running and reap every child (zombies included).
+
+    The kernel is PID 1 of the container's pid namespace: ``kill(-1)`` reaches every other
+    process there and never the kernel itself.
+    """
+    if os.getpid() == 1:
+        try:
+            os.kill(-1, signal.SIGKILL)
+        except OSError:  # no other process
+            pass
+    deadline = time.monotonic() + 2
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            if os.getpid() != 1 or time.monotonic() > deadline:
+                return
+            time.sleep(0.01)
+
+
+def execute(code, max_output_bytes=MAX_OUTPUT_BYTES, max_files=MAX_FILES, max_file_bytes=MAX_FILE_BYTES):
     before = _snapshot()
-    out, err = io.StringIO(), io.StringIO()
     error = None
+    sys.stdout.flush()
+    sys.stderr.flush()
+    out, err = _Capture(1, max_output_bytes // 2), _Capture(2, max_output_bytes // 2)
     try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            _run(code)
+        _run(code)
     except BaseException as exc:  # KeyboardInterrupt (an interrupt), SystemExit, MemoryError too
         tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
         # Drop the kernel's own frames: the user's traceback starts at their cell.
         lines = [line for line in tb if 'kernel.py"' not in line]
         error = {"name": type(exc).__name__, "value": str(exc), "traceback": _clip("".join(lines))}
-    files = []
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        _end_leftovers()
+        stdout, dropped_out = out.finish()
+        stderr, dropped_err = err.finish()
+    files, notes, total = [], [], 0
     for path, stamp in sorted(_snapshot().items()):
         if before.get(path) == stamp:
             continue
         try:
-            if os.path.getsize(path) > MAX_FILE_BYTES:
+            size = os.path.getsize(path)
+            if len(files) >= max_files:
+                notes.append(f"{path} not returned: more than {max_files} files were written")
+                continue
+            if total + size > max_file_bytes:
+                notes.append(f"{path} not returned: the files written pass {max_file_bytes} bytes together")
                 continue
             with open(path, "rb") as f:
                 files.append({"path": path, "data": base64.b64encode(f.read()).decode()})
+            total += size
         except OSError:
             pass
-    return {"ok": error is None, "stdout": _clip(out.getvalue()), "stderr": _clip(err.getvalue()),
-            "error": error, "images": _figures(), "files": files}
+    return {"ok": error is None, "stdout": stdout, "stderr": stderr, "error": error,
+            "images": _figures(), "files": files, "notes": notes,
+            "dropped_bytes": dropped_out + dropped_err}
 
 
 def put_file(path, data):
@@ -136,8 +231,10 @@ def put_file(path, data):
 
 
 def answer(message):
-    _stdout.write(json.dumps(message) + "\n")
-    _stdout.flush()
+    data = (json.dumps(message) + "\n").encode()
+    view = memoryview(data)
+    while view:
+        view = view[os.write(_protocol, view):]
 
 
 def _requests():
@@ -168,6 +265,14 @@ def _requests():
 
 
 def main():
+    # The code's streams: fds 1 and 2 point at /dev/null between executions (captured during
+    # one); Python's own objects encode a lone surrogate instead of raising on it.
+    os.dup2(_devnull, 1)
+    os.dup2(_devnull, 2)
+    sys.stdout = io.TextIOWrapper(os.fdopen(1, "wb", buffering=0, closefd=False), encoding="utf-8",
+                                  errors="surrogatepass", line_buffering=True, write_through=True)
+    sys.stderr = io.TextIOWrapper(os.fdopen(2, "wb", buffering=0, closefd=False), encoding="utf-8",
+                                  errors="surrogatepass", line_buffering=True, write_through=True)
     os.makedirs(DATA, exist_ok=True)
     os.chdir(DATA)
     for line in _requests():
@@ -177,7 +282,7 @@ def main():
             request_id = request.get("id")
             op = request.get("op")
             if op == "exec":
-                result = execute(request["code"])
+                result = execute(request["code"], **request.get("limits", {}))
             elif op == "put_file":
                 result = put_file(request["path"], request["data"])
             elif op == "ping":

@@ -54,11 +54,12 @@ class Settings(BaseSettings):
     max_messages_per_request: int = 32  # messages in POST /threads or /threads/runs
     max_json_depth: int = 64  # nesting of any JSON value accepted (tool schemas, metadata...) and stored
     # The code interpreter.
-    sandbox_max_output_bytes: int = 1024 * 1024  # stdout+stderr bytes kept per execution
+    sandbox_max_output_bytes: int = 64 * 1024  # stdout+stderr bytes kept per execution (head and tail)
     sandbox_max_output_files: int = 20  # files an execution may hand back
-    sandbox_max_output_file_bytes: int = 50 * 1024 * 1024  # their bytes, all together
-    sandbox_max_total: int = 16  # sandboxes (containers) this server keeps at once, warm pool included
-    sandbox_max_per_tenant: int = 4  # of them, held by one tenant's threads
+    sandbox_max_output_file_bytes: int = 32 * 1024 * 1024  # their bytes, all together
+    sandbox_shm_size: str = "1m"  # the sandbox's /dev/shm
+    sandbox_max_total: int = 32  # sandboxes (containers) this server keeps at once, warm pool included
+    sandbox_max_per_tenant: int = 8  # of them, held by one tenant's threads
     sandbox_wait_seconds: float = 30.0  # a run waits this long for a free sandbox, then its call fails
     # The upstream model.
     upstream_turn_timeout: float = 600.0  # one model turn, from request to the end of its stream

@@ -19,6 +19,8 @@ from typing import Any
 
 from anyio import to_thread
 
+from assistantd.api.text import repair_json
+
 log = logging.getLogger("assistantd.sandbox")
 
 LABEL = "assistantd.sandbox"
@@ -34,10 +36,28 @@ class SandboxLimits:
     tmp_size: str
     data_size: str
     exec_timeout: float
+    shm_size: str = "1m"
+    max_output_bytes: int = 64 * 1024  # stdout + stderr kept per execution
+    max_output_files: int = 20
+    max_output_file_bytes: int = 32 * 1024 * 1024  # all the files of one execution together
+
+    @property
+    def max_answer_bytes(self) -> int:
+        """The longest answer line the kernel may send: its output (a byte may become a 6-byte
+        JSON escape), its files in base64, and room for figures and a traceback."""
+        return 8 * self.max_output_bytes + 2 * self.max_output_file_bytes + 32 * 1024 * 1024
+
+    def kernel_limits(self) -> dict[str, int]:
+        return {"max_output_bytes": self.max_output_bytes, "max_files": self.max_output_files,
+                "max_file_bytes": self.max_output_file_bytes}
 
 
 class KernelDied(Exception):
     """The kernel process ended (out of memory, killed) or stopped answering."""
+
+
+class AnswerTooLarge(KernelDied):
+    """Something in the sandbox wrote more to the kernel's channel than an answer may hold."""
 
 
 class Sandbox:
@@ -46,10 +66,13 @@ class Sandbox:
         self.container = None
         self._sock = None
         self._partial: list[bytes] = []  # pieces of the stdout line not yet complete
+        self._partial_size = 0
         self._lines: list[bytes] = []
         self._next_id = 1
         self._lock = threading.Lock()  # one request at a time on the channel
         self.thread_id: str | None = None
+        self.tenant: str | None = None
+        self.busy = 0  # calls in progress (a busy sandbox is never evicted or reaped)
         self.placed_files: set[str] = set()
         self.last_used = time.monotonic()
 
@@ -68,6 +91,7 @@ class Sandbox:
             working_dir="/mnt/data",
             tmpfs={"/tmp": f"size={limits.tmp_size},mode=1777",
                    "/mnt/data": f"size={limits.data_size},uid=1000,gid=1000,mode=0755"},
+            shm_size=limits.shm_size,  # /dev/shm: tiny, so it is no way around the tmpfs sizes
             mem_limit=limits.memory,
             memswap_limit=limits.memory,  # no swap
             nano_cpus=int(limits.cpus * 1e9),
@@ -90,7 +114,7 @@ class Sandbox:
         raw = self.client.api.attach_socket(
             self.container.id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
         self._sock = getattr(raw, "_sock", raw)
-        self._partial, self._lines = [], []
+        self._partial, self._partial_size, self._lines = [], 0, []
 
     def restart(self) -> None:
         """A fresh kernel in the same container (its state and /mnt/data are lost)."""
@@ -160,11 +184,17 @@ class Sandbox:
                 # hundreds of frames, and re-splitting the whole buffer each time is quadratic.
                 while (newline := data.find(b"\n")) >= 0:
                     line = b"".join(self._partial) + data[:newline]
-                    self._partial, data = [], data[newline + 1:]
+                    self._partial, self._partial_size, data = [], 0, data[newline + 1:]
                     if line.strip():
                         self._lines.append(line)
                 if data:
                     self._partial.append(data)
+                    self._partial_size += len(data)
+                    if self._partial_size > self.limits.max_answer_bytes:
+                        # Only code writing to the kernel's own channel gets here: the kernel
+                        # bounds what it sends. The buffer is dropped, the kernel restarted.
+                        self._partial, self._partial_size = [], 0
+                        raise AnswerTooLarge(f"the kernel's answer passed {self.limits.max_answer_bytes} bytes")
             else:
                 log.debug("sandbox stderr: %r", data[:500])
         return self._lines.pop(0)
@@ -184,22 +214,31 @@ class Sandbox:
         does not stop or has died (state lost). The answer says which happened."""
         self.last_used = time.monotonic()
         try:
-            return self._request({"op": "exec", "code": code}, timeout=self.limits.exec_timeout)
+            answer = self._request({"op": "exec", "code": code, "limits": self.limits.kernel_limits()},
+                                   timeout=self.limits.exec_timeout)
+            return repair_json(answer)
         except TimeoutError:
             try:
                 self.container.kill(signal="SIGINT")
-                answer = self._request_pending(timeout=3)
+                answer = repair_json(self._request_pending(timeout=3))
                 answer["timed_out"] = True
+                answer["error"] = {"name": "TimeoutError", "traceback": "",
+                                   "value": f"Execution exceeded the {self.limits.exec_timeout:g} s time limit "
+                                            "(ASSISTANTD_SANDBOX_EXEC_TIMEOUT) and was interrupted; the "
+                                            "kernel's state (variables, files) was kept."}
                 return answer
             except (TimeoutError, KernelDied, Exception):
                 self.restart()
                 return {"ok": False, "timed_out": True, "restarted": True, "stdout": "", "stderr": "",
                         "error": {"name": "TimeoutError", "traceback": "",
-                                  "value": f"Execution exceeded {self.limits.exec_timeout:g} s; the kernel "
-                                           "was restarted and its state (variables, files) was lost."},
+                                  "value": f"Execution exceeded the {self.limits.exec_timeout:g} s time limit "
+                                           "(ASSISTANTD_SANDBOX_EXEC_TIMEOUT) and did not stop when "
+                                           "interrupted; the kernel was restarted and its state (variables, "
+                                           "files) was lost."},
                         "images": [], "files": []}
         except KernelDied as exc:
-            status = self._exit_status()
+            status = "its channel was flooded" if isinstance(exc, AnswerTooLarge) else self._exit_status()
+            log.warning("sandbox %s: kernel restarted (%s)", self.container.id[:12], status)
             self.restart()
             return {"ok": False, "restarted": True, "stdout": "", "stderr": "", "images": [], "files": [],
                     "error": {"name": "KernelDied", "traceback": "",

@@ -49,6 +49,7 @@ async def modify_thread(thread_id: str, body: ModifyThreadRequest, request: Requ
 async def delete_thread(thread_id: str, request: Request, tenant: str = Depends(require_tenant)):
     async with request.app.state.db.write() as session:
         await service.delete(session, tenant, thread_id)
+    await request.app.state.sandboxes.release_thread(thread_id)  # its code interpreter goes with it
     return Deleted(id=thread_id, object="thread.deleted").response()
 
 

@@ -6,20 +6,26 @@ purpose ``assistants_output``; images become ``image_file`` content).
 
 from __future__ import annotations
 
+import logging
 import mimetypes
 import posixpath
+import re
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
 from assistantd.db.models import File, Message, Thread
 from assistantd.files import service as files_service
-from assistantd.sandbox.pool import SandboxUnavailable
+from assistantd.runs.failures import RunFailure
+from assistantd.sandbox.pool import SandboxBusy, SandboxUnavailable
 
 if TYPE_CHECKING:
     from assistantd.runs.executor import RunContext, RunExecutor, Turn
 
+log = logging.getLogger("assistantd.sandbox")
+
 DATA = "/mnt/data"
+_UNSAFE = re.compile(r"[/\\\x00-\x1f]")
 IMAGE_TYPES = {"image/png", "image/jpeg", "image/gif", "image/webp"}
 
 
@@ -41,6 +47,15 @@ async def _file_ids_for(executor: "RunExecutor", ctx: "RunContext") -> list[str]
     return list(dict.fromkeys(wanted))
 
 
+def sandbox_name(filename: str | None, file_id: str) -> str:
+    """The name a file gets under /mnt/data: its own base name, unless that is empty, ``.``,
+    ``..``, or holds path separators or control characters (then the file's id)."""
+    name = posixpath.basename(filename or "")
+    if name in ("", ".", "..") or _UNSAFE.search(name):
+        return file_id
+    return name
+
+
 async def _place_files(executor: "RunExecutor", ctx: "RunContext", sandbox) -> None:
     missing = [f for f in await _file_ids_for(executor, ctx) if f not in sandbox.placed_files]
     if not missing:
@@ -50,7 +65,7 @@ async def _place_files(executor: "RunExecutor", ctx: "RunContext", sandbox) -> N
             select(File).where(File.id.in_(missing), File.tenant == ctx.run.tenant)))).all()
     for row in rows:
         data = executor.files.path(row.id).read_bytes()
-        await sandbox.put_file(posixpath.join(DATA, posixpath.basename(row.filename) or row.id), data)
+        await sandbox.put_file(posixpath.join(DATA, sandbox_name(row.filename, row.id)), data)
         sandbox.placed_files.add(row.id)
 
 
@@ -70,6 +85,7 @@ def _logs(result: dict[str, Any]) -> str:
         parts.append(error.get("traceback") or f"{error.get('name')}: {error.get('value')}")
         if not error.get("traceback") and error.get("value"):
             parts[-1] = f"{error.get('name')}: {error.get('value')}"
+    parts += [f"[{note}]" for note in result.get("notes") or ()]
     return "".join(p if p.endswith("\n") or not p else p + "\n" for p in parts if p).rstrip("\n")
 
 
@@ -78,14 +94,19 @@ async def run(executor: "RunExecutor", ctx: "RunContext", turn: "Turn", call: di
 
     code = call["code_interpreter"]["input"]
     try:
-        sandbox = await executor.sandboxes.for_thread(ctx.run.thread_id)
-        await _place_files(executor, ctx, sandbox)
-        result = await sandbox.execute(code)
+        async with executor.sandboxes.borrow(ctx.run.thread_id, ctx.run.tenant) as sandbox:
+            await _place_files(executor, ctx, sandbox)
+            result = await sandbox.execute(code)
+    except SandboxBusy as exc:
+        raise RunFailure("server_error", str(exc)) from exc
     except SandboxUnavailable as exc:
         message = f"The code interpreter is unavailable: {exc}"
         return {**call, "code_interpreter": {"input": code, "outputs": [{"type": "logs", "logs": message}]},
                 "_output": message}
 
+    if result.get("dropped_bytes"):
+        log.info("run %s: %d bytes of code output dropped (ASSISTANTD_SANDBOX_MAX_OUTPUT_BYTES)",
+                 ctx.run.id, result["dropped_bytes"])
     outputs: list[dict[str, Any]] = []
     logs = _logs(result)
     if logs:
