@@ -550,10 +550,10 @@ def test_depth_error_names_the_field():
 
     raw = json.dumps(tool_body(DEPTH - 4 + 1)).encode()
     with pytest.raises(APIError) as caught:
-        parse(raw, max_depth=DEPTH, max_messages=32, openings=raw.count(b"{") + raw.count(b"["), dense=False)
+        parse(raw, max_depth=DEPTH, max_messages=32, max_values=40_000, openings=raw.count(b"{") + raw.count(b"["), dense=False)
     assert caught.value.param == "tools[0].function.parameters"
     raw = json.dumps(tool_body(DEPTH - 4)).encode()
-    assert parse(raw, max_depth=DEPTH, max_messages=32, openings=999, dense=False)["tools"]
+    assert parse(raw, max_depth=DEPTH, max_messages=32, max_values=40_000, openings=999, dense=False)["tools"]
 
 
 def test_vector_store_helper_takes_at_most_500_files(hard, h):

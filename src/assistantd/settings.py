@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     # Requests (JSON bodies; uploads have max_upload_bytes).
     max_request_bytes: int = 8 * 1024 * 1024  # a JSON body above this gets 413 before it is read whole
     max_messages_per_request: int = 32  # messages in POST /threads or /threads/runs
+    max_json_values: int = 40_000  # JSON values (objects, arrays, items) in one body; 413 above
     max_json_depth: int = 64  # nesting of any JSON value accepted (tool schemas, metadata...) and stored
     # The code interpreter.
     sandbox_max_output_bytes: int = 64 * 1024  # stdout+stderr bytes kept per execution (head and tail)

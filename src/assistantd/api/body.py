@@ -31,13 +31,13 @@ from assistantd.api.errors import APIError, invalid
 
 # Bodies up to this size are parsed on the event loop whatever they hold (at most a few ms).
 DENSE_CHECK_BYTES = 64 * 1024
-# Values (``,`` ``[`` ``{`` outside strings) a body may hold. orjson parses ~8 million a second
-# holding the GIL, so bodies with more than PARSE_MAX_VALUES (~40 ms of parse) are not parsed at
-# all; those above ACCEPT_MAX_VALUES are parsed only to report a bound that fires first (too many
-# messages: 100,000 one-word messages are 300,001 values), then refused, since validating,
-# storing and answering each value costs several times its parse.
-PARSE_MAX_VALUES = 320_000
-ACCEPT_MAX_VALUES = 40_000
+# Values (``,`` ``[`` ``{`` outside strings) a body may hold: ``max_json_values`` (a setting,
+# 40,000 by default). orjson parses ~8 million a second holding the GIL, so bodies with more than
+# PARSE_FACTOR times that (~40 ms of parse) are not parsed at all; those between are parsed only
+# to report a bound that fires first (too many messages: 100,000 one-word messages are 300,001
+# values), then refused, since validating, storing and answering each value costs several times
+# its parse.
+PARSE_FACTOR = 8
 # Where a request carries messages.
 MESSAGE_LISTS = (("messages",), ("additional_messages",), ("thread", "messages"))
 # Uploads have their own bound (``max_upload_bytes``), enforced while their form is read.
@@ -243,19 +243,20 @@ def _messages_error(value: Any, limit: int) -> APIError | None:
     return None
 
 
-def parse(body: bytes, *, max_depth: int, max_messages: int, openings: int, dense: bool) -> Any:
+def parse(body: bytes, *, max_depth: int, max_messages: int, max_values: int, openings: int,
+          dense: bool) -> Any:
     """``body`` (holding ``openings`` bytes ``{`` and ``[``) parsed and checked against every
     bound; raises :class:`APIError`."""
-    values = count_values(body, PARSE_MAX_VALUES) if dense else 0
-    if values > PARSE_MAX_VALUES:
-        raise _too_many_values(ACCEPT_MAX_VALUES)
+    values = count_values(body, PARSE_FACTOR * max_values) if dense else 0
+    if values > PARSE_FACTOR * max_values:
+        raise _too_many_values(max_values)
     try:
         value = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise _not_json(body, exc, max_depth) from None
     error = _messages_error(value, max_messages)
-    if error is None and values > ACCEPT_MAX_VALUES:
-        error = _too_many_values(ACCEPT_MAX_VALUES)
+    if error is None and values > max_values:
+        error = _too_many_values(max_values)
     if error is not None:
         # Freed here, in the worker thread: the traceback keeps this frame, and the loop thread
         # would otherwise free 100,000 messages' objects when it handles the error (~20 ms).
@@ -283,9 +284,11 @@ class JSONRequest(Request):
             body = await self.body()
             settings = self.app.state.settings
             openings = body.count(b"{") + body.count(b"[")  # ~0.3 ms a MiB each
-            dense = len(body) > DENSE_CHECK_BYTES and openings + body.count(b",") > ACCEPT_MAX_VALUES
+            max_values = settings.max_json_values
+            dense = len(body) > DENSE_CHECK_BYTES and openings + body.count(b",") > max_values
             run = (lambda: parse(body, max_depth=settings.max_json_depth, openings=openings,
-                                 max_messages=settings.max_messages_per_request, dense=dense))
+                                 max_messages=settings.max_messages_per_request, max_values=max_values,
+                                 dense=dense))
             # A dense body is counted (and parsed) in a worker thread; the rest costs little.
             self._json = await to_thread.run_sync(run) if dense else run()
         return self._json

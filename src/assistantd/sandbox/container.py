@@ -222,10 +222,16 @@ class Sandbox:
                 self.container.kill(signal="SIGINT")
                 answer = repair_json(self._request_pending(timeout=3))
                 answer["timed_out"] = True
-                answer["error"] = {"name": "TimeoutError", "traceback": "",
-                                   "value": f"Execution exceeded the {self.limits.exec_timeout:g} s time limit "
-                                            "(ASSISTANTD_SANDBOX_EXEC_TIMEOUT) and was interrupted; the "
-                                            "kernel's state (variables, files) was kept."}
+                value = (f"Execution exceeded the {self.limits.exec_timeout:g} s time limit "
+                         "(ASSISTANTD_SANDBOX_EXEC_TIMEOUT) and was interrupted; the kernel's state "
+                         "(variables, files) was kept.")
+                # Where the code was when it was stopped stays; the interrupt's own last line
+                # ("KeyboardInterrupt") gives way to the limit that was hit.
+                trace = ((answer.get("error") or {}).get("traceback") or "").rstrip("\n")
+                if trace.endswith("KeyboardInterrupt"):
+                    trace = trace[: -len("KeyboardInterrupt")]
+                answer["error"] = {"name": "TimeoutError", "value": value,
+                                   "traceback": f"{trace}TimeoutError: {value}" if trace.strip() else ""}
                 return answer
             except (TimeoutError, KernelDied, Exception):
                 self.restart()
