@@ -19,7 +19,8 @@ import pytest
 from tests.conftest import make_client
 from tests.support.fake import marker
 from tests.support.runs import POLL_MS, TERMINAL, assistant, wait_for
-from tests.support.sandbox import CODE_INTERPRETER, code_call, containers_of, docker_client, instance_of, run_code
+from tests.support.sandbox import (CODE_INTERPRETER, bot, client, code_call, completed,  # noqa: F401
+                                   containers_of, docker_client, instance_of)
 
 MAX_FILES = 3
 MAX_FILE_BYTES = 1024 * 1024
@@ -41,22 +42,6 @@ def box(docker, spawn):
     assert containers_of(docker, instance_of(server)) == []
 
 
-@pytest.fixture(scope="module")
-def client(box):
-    c = make_client(box.base_url, timeout=60)
-    yield c
-    c.close()
-
-
-@pytest.fixture(scope="module")
-def bot(client):
-    return assistant(client, tools=[CODE_INTERPRETER])
-
-
-def _completed(client, fake_upstream, bot, thread_id: str, code: str) -> dict:
-    result = run_code(client, fake_upstream, thread_id, bot.id, code)
-    assert result["run"].status == "completed", result["run"].last_error
-    return result
 
 
 def _rss_mib(pid: int) -> float:
@@ -96,7 +81,7 @@ class _Watch:
 
 def test_flooding_fd1_keeps_the_server_small_and_healthy(box, client, fake_upstream, bot):
     thread_id = client.beta.threads.create().id
-    _completed(client, fake_upstream, bot, thread_id, "print('warm')")  # the sandbox is started
+    completed(client, fake_upstream, bot, thread_id, "print('warm')")  # the sandbox is started
     before = _rss_mib(box.proc.pid)
     # 300 MiB straight to fd 1 without a newline (used to be buffered whole by the server), then
     # a child process's output and a last line: both captured, the flood cut to head and tail.
@@ -107,7 +92,7 @@ def test_flooding_fd1_keeps_the_server_small_and_healthy(box, client, fake_upstr
             "subprocess.run(['sh', '-c', 'echo from-child'])\n"
             "print('the end')")
     with _Watch(box) as watch:
-        result = _completed(client, fake_upstream, bot, thread_id, code)
+        result = completed(client, fake_upstream, bot, thread_id, code)
     logs = result["logs"]
     assert "bytes of output dropped" in logs, logs[-300:]
     assert logs.rstrip().endswith("the end"), logs[-300:]
@@ -123,14 +108,14 @@ def test_flooding_fd1_keeps_the_server_small_and_healthy(box, client, fake_upstr
 def test_output_files_are_bounded(box, client, fake_upstream, bot):
     thread_id = client.beta.threads.create().id
     many = "\n".join(f"open('f{i}.txt', 'w').write('{i}')" for i in range(MAX_FILES + 2))
-    result = _completed(client, fake_upstream, bot, thread_id, many)
+    result = completed(client, fake_upstream, bot, thread_id, many)
     assert f"more than {MAX_FILES} files were written" in result["logs"]
     assert result["tool_message"].split("[files written: ")[1].count("/mnt/data/f") == MAX_FILES
     # Two files that pass the byte bound together: the first is returned, the second is not.
     big = f"open('a.bin', 'wb').write(b'a' * {MAX_FILE_BYTES * 3 // 4})\n" \
           f"open('b.bin', 'wb').write(b'b' * {MAX_FILE_BYTES * 3 // 4})"
     before = _rss_mib(box.proc.pid)
-    result = _completed(client, fake_upstream, bot, thread_id, big)
+    result = completed(client, fake_upstream, bot, thread_id, big)
     assert f"/mnt/data/b.bin not returned: the files written pass {MAX_FILE_BYTES} bytes together" \
         in result["logs"]
     assert result["tool_message"].endswith("[files written: /mnt/data/a.bin]"), result["tool_message"]
@@ -148,15 +133,15 @@ def test_leftover_processes_are_killed_and_zombies_reaped(box, client, fake_upst
              "subprocess.Popen(['sleep', '1000'])\n"
              "subprocess.Popen([sys.executable, '-c', 'while True: pass'])\n"
              "print('started')")
-    assert _completed(client, fake_upstream, bot, thread_id, spawn)["logs"] == "started"
-    assert _completed(client, fake_upstream, bot, thread_id, PROCESSES)["logs"] == "[1]"
+    assert completed(client, fake_upstream, bot, thread_id, spawn)["logs"] == "started"
+    assert completed(client, fake_upstream, bot, thread_id, PROCESSES)["logs"] == "[1]"
     # Children that exit unwaited (zombies of PID 1 unless reaped), many of them.
     zombies = "import os\nfor _ in range(40):\n    if os.fork() == 0:\n        os._exit(0)\nprint('forked')"
-    assert _completed(client, fake_upstream, bot, thread_id, zombies)["logs"] == "forked"
-    assert _completed(client, fake_upstream, bot, thread_id, PROCESSES)["logs"] == "[1]"
+    assert completed(client, fake_upstream, bot, thread_id, zombies)["logs"] == "forked"
+    assert completed(client, fake_upstream, bot, thread_id, PROCESSES)["logs"] == "[1]"
     # And the sandbox can still start processes.
     echo = "import subprocess\nprint(subprocess.run(['echo', 'alive'], capture_output=True, text=True).stdout.strip())"
-    assert _completed(client, fake_upstream, bot, thread_id, echo)["logs"] == "alive"
+    assert completed(client, fake_upstream, bot, thread_id, echo)["logs"] == "alive"
 
 
 def test_dev_shm_is_tiny(box, client, fake_upstream, bot):
@@ -165,7 +150,7 @@ def test_dev_shm_is_tiny(box, client, fake_upstream, bot):
             "    print('wrote')\n"
             "except OSError as e:\n"
             "    print('refused', e.errno)")
-    logs = _completed(client, fake_upstream, bot, client.beta.threads.create().id, code)["logs"]
+    logs = completed(client, fake_upstream, bot, client.beta.threads.create().id, code)["logs"]
     assert logs.startswith("refused"), logs
 
 
@@ -179,7 +164,7 @@ def test_a_file_named_dot_does_not_poison_the_thread(box, client, fake_upstream,
                                         attachments=[{"file_id": upload.id, "tools": [CODE_INTERPRETER]}])
     listing = "import os\nprint(sorted(os.listdir('/mnt/data')))"
     for _ in range(2):  # and the thread's next run is fine too
-        logs = _completed(client, fake_upstream, bot, thread.id, listing)["logs"]
+        logs = completed(client, fake_upstream, bot, thread.id, listing)["logs"]
         assert logs == str([upload.id]), logs
 
 
@@ -188,7 +173,7 @@ def test_text_from_code_that_cannot_be_encoded_is_repaired(box, client, fake_ups
     code = ("print('a\\udcffb')\n"
             "open(b'/mnt/data/bad\\xff.txt', 'wb').write(b'1')\n"
             "raise ValueError('c\\ud800d')")
-    result = _completed(client, fake_upstream, bot, thread_id, code)
+    result = completed(client, fake_upstream, bot, thread_id, code)
     # (the printed surrogate's three bytes each become U+FFFD; the error's one surrogate, one)
     assert re.search("a\ufffd+b", result["logs"]) and "c\ufffdd" in result["logs"], result["logs"]
     assert "\ufffd" in result["tool_message"]
@@ -208,7 +193,7 @@ def test_text_from_code_that_cannot_be_encoded_is_repaired(box, client, fake_ups
 def test_deleting_a_thread_removes_its_sandbox(docker, box, client, fake_upstream, bot):
     instance = instance_of(box)
     thread_id = client.beta.threads.create().id
-    _completed(client, fake_upstream, bot, thread_id, "print(1)")
+    completed(client, fake_upstream, bot, thread_id, "print(1)")
     before = len(containers_of(docker, instance))
     client.beta.threads.delete(thread_id)
     assert len(containers_of(docker, instance)) == before - 1
@@ -229,17 +214,17 @@ def test_sandboxes_are_bounded_per_server_and_per_tenant(docker, bounded, fake_u
     with make_client(bounded.base_url, "sk-a", timeout=60) as a, make_client(bounded.base_url, "sk-b", timeout=60) as b:
         bot_a, bot_b = assistant(a, tools=[CODE_INTERPRETER]), assistant(b, tools=[CODE_INTERPRETER])
         first, second, third = (a.beta.threads.create().id for _ in range(3))
-        _completed(a, fake_upstream, bot_a, first, "x = 'first'")
-        _completed(a, fake_upstream, bot_a, second, "x = 'second'")
+        completed(a, fake_upstream, bot_a, first, "x = 'first'")
+        completed(a, fake_upstream, bot_a, second, "x = 'second'")
         assert len(containers_of(docker, instance)) == 2
         # The tenant's third thread takes the place of its least recently used idle sandbox.
-        _completed(a, fake_upstream, bot_a, third, "print(1)")
+        completed(a, fake_upstream, bot_a, third, "print(1)")
         assert len(containers_of(docker, instance)) == 2
-        assert _completed(a, fake_upstream, bot_a, second, "print(x)")["logs"] == "second"
+        assert completed(a, fake_upstream, bot_a, second, "print(x)")["logs"] == "second"
         # Another tenant: a third sandbox fits the server, a fourth evicts the oldest idle one.
-        _completed(b, fake_upstream, bot_b, b.beta.threads.create().id, "print(1)")
+        completed(b, fake_upstream, bot_b, b.beta.threads.create().id, "print(1)")
         assert len(containers_of(docker, instance)) == 3
-        _completed(b, fake_upstream, bot_b, b.beta.threads.create().id, "print(1)")
+        completed(b, fake_upstream, bot_b, b.beta.threads.create().id, "print(1)")
         assert len(containers_of(docker, instance)) == 3
 
         # Both of tenant a's sandboxes busy: its next thread waits 1 s, then its run fails.

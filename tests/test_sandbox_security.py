@@ -17,8 +17,8 @@ import pytest
 from tests.conftest import make_client
 from tests.support.fake import marker
 from tests.support.runs import POLL_MS, assistant, wait_for
-from tests.support.sandbox import (CODE_INTERPRETER, code_call, code_result, containers_of, docker_client,
-                                   instance_of, run_code)
+from tests.support.sandbox import (CODE_INTERPRETER, bot, client, code_call, code_result,  # noqa: F401
+                                   completed, containers_of, docker_client, instance_of, run_code)
 
 EXEC_TIMEOUT = 3
 LIMITS = {
@@ -49,17 +49,6 @@ def box(docker, spawn):
     assert containers_of(docker, instance_of(server)) == []
 
 
-@pytest.fixture(scope="module")
-def client(box):
-    c = make_client(box.base_url, timeout=60)
-    yield c
-    c.close()
-
-
-@pytest.fixture(scope="module")
-def bot(client):
-    return assistant(client, tools=[CODE_INTERPRETER])
-
 
 @pytest.fixture(scope="module")
 def witness(client, fake_upstream, bot):
@@ -75,16 +64,11 @@ def _fresh(client) -> str:
     return client.beta.threads.create().id
 
 
-def _code(client, fake_upstream, bot, thread_id: str, code: str) -> dict:
-    result = run_code(client, fake_upstream, thread_id, bot.id, code)
-    assert result["run"].status == "completed", result["run"].last_error
-    return result
-
 
 def _unharmed(box, client, fake_upstream, bot, witness) -> None:
     """The server answers and the witness thread's kernel still has its variable."""
     assert httpx.get(f"{box.url}/healthz", timeout=5).status_code == 200
-    result = _code(client, fake_upstream, bot, witness["thread"], "print(witness)")
+    result = completed(client, fake_upstream, bot, witness["thread"], "print(witness)")
     assert result["logs"] == witness["value"]
 
 
@@ -105,7 +89,7 @@ for port in ({box.port}, {fake_upstream.port}):
     except OSError as e:
         print(port, type(e).__name__)
 """
-    logs = _code(client, fake_upstream, bot, _fresh(client), code)["logs"].splitlines()
+    logs = completed(client, fake_upstream, bot, _fresh(client), code)["logs"].splitlines()
     assert logs == ["['lo']", "routes 0",
                     f"{box.port} ConnectionRefusedError", f"{fake_upstream.port} ConnectionRefusedError"]
 
@@ -125,7 +109,7 @@ print('processes', sorted(int(p) for p in os.listdir('/proc') if p.isdigit()) ==
 mounts = [line.split()[1] for line in open('/proc/self/mounts')]
 print('host mounts', [m for m in mounts if m.startswith(('/work', '/home', {data_dir!r}))])
 """
-    logs = _code(client, fake_upstream, bot, _fresh(client), code)["logs"].splitlines()
+    logs = completed(client, fake_upstream, bot, _fresh(client), code)["logs"].splitlines()
     assert logs[:2] == ["work False", "data dir False"]
     assert logs[2] in ("root PermissionError", "root []"), logs[2]
     assert logs[3:] == ["pid 1 ['python3', '-u', '/opt/assistantd/kernel.py']", "processes True", "host mounts []"]
@@ -147,7 +131,7 @@ for path in ('/etc/x', '/opt/assistantd/kernel.py', '/home/sandbox/x'):
 vfs = os.statvfs('/mnt/data')
 print('data MiB', vfs.f_blocks * vfs.f_frsize // 2**20)
 """
-    logs = _code(client, fake_upstream, bot, _fresh(client), code)["logs"].splitlines()
+    logs = completed(client, fake_upstream, bot, _fresh(client), code)["logs"].splitlines()
     assert logs == ["ids 1000 1000 1000", "caps [0, 0, 0, 0, 0]", "no new privs 1",
                     "/etc/x Read-only file system", "/opt/assistantd/kernel.py Permission denied",
                     # even the user's own home folder: the root filesystem is read-only
@@ -183,36 +167,36 @@ finally:
         os.waitpid(pid, 0)
 """
     thread_id = _fresh(client)
-    result = _code(client, fake_upstream, bot, thread_id, code)
+    result = completed(client, fake_upstream, bot, thread_id, code)
     logs = result["logs"]
     forked = int(logs.split("\n", 1)[0].split()[1])
     assert 0 < forked < int(LIMITS["ASSISTANTD_SANDBOX_PIDS"])
     assert "BlockingIOError" in logs and "Resource temporarily unavailable" in logs, logs
     assert "BlockingIOError" in result["tool_message"]
-    assert _code(client, fake_upstream, bot, thread_id, "print('still here')")["logs"] == "still here"
+    assert completed(client, fake_upstream, bot, thread_id, "print('still here')")["logs"] == "still here"
     _unharmed(box, client, fake_upstream, bot, witness)
 
 
 def test_memory_bomb_restarts_the_kernel(box, client, fake_upstream, bot, witness):
     thread_id = _fresh(client)
-    _code(client, fake_upstream, bot, thread_id, "before = 1")
+    completed(client, fake_upstream, bot, thread_id, "before = 1")
     # Filled in C in one go: a Python loop touching the pages one by one took longer than the
     # 3 s execution timeout to reach the limit on a slow machine with both cores busy.
     bomb = "hog = bytearray(b'\\x01') * (400 * 2**20)\nprint('survived')"
-    result = _code(client, fake_upstream, bot, thread_id, bomb)
+    result = completed(client, fake_upstream, bot, thread_id, bomb)
     logs = result["logs"]
     assert "survived" not in logs
     assert "kernel died" in logs.lower() and "restarted" in logs, logs
     assert "restarted" in result["tool_message"]
     # A fresh kernel answers the next call; what the old one held is gone, as the output said.
-    after = _code(client, fake_upstream, bot, thread_id, "print('after', 'before' in globals())")
+    after = completed(client, fake_upstream, bot, thread_id, "print('after', 'before' in globals())")
     assert after["logs"] == "after False"
     _unharmed(box, client, fake_upstream, bot, witness)
 
 
 def test_infinite_loop_is_interrupted(box, client, fake_upstream, bot, witness):
     thread_id = _fresh(client)
-    _code(client, fake_upstream, bot, thread_id, "kept = 7")
+    completed(client, fake_upstream, bot, thread_id, "kept = 7")
     tag = fake_upstream.script(*code_call("while True:\n    pass", "That took too long."))
     client.beta.threads.messages.create(thread_id, role="user", content=f"Loop. {marker(tag)}")
     started = time.monotonic()
@@ -235,26 +219,26 @@ def test_infinite_loop_is_interrupted(box, client, fake_upstream, bot, witness):
     assert "File \"<cell>\", line" in result["logs"], result["logs"]  # where it was stopped
     assert "stopped" in result["tool_message"]
     # An interrupt keeps the kernel and its state.
-    assert _code(client, fake_upstream, bot, thread_id, "print(kept)")["logs"] == "7"
+    assert completed(client, fake_upstream, bot, thread_id, "print(kept)")["logs"] == "7"
 
 
 def test_uninterruptible_loop_restarts_the_kernel(box, client, fake_upstream, bot, witness):
     thread_id = _fresh(client)
     code = "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    pass"
-    result = _code(client, fake_upstream, bot, thread_id, code)
+    result = completed(client, fake_upstream, bot, thread_id, code)
     assert f"exceeded the {EXEC_TIMEOUT} s time limit" in result["logs"] and "restarted" in result["logs"], result["logs"]
     assert "restarted" in result["tool_message"]
-    assert _code(client, fake_upstream, bot, thread_id, "print(6 * 7)")["logs"] == "42"
+    assert completed(client, fake_upstream, bot, thread_id, "print(6 * 7)")["logs"] == "42"
     _unharmed(box, client, fake_upstream, bot, witness)
 
 
 def test_disk_filling_loop_hits_the_limit(box, client, fake_upstream, bot, witness):
     thread_id = _fresh(client)
     code = "with open('/mnt/data/fill.bin', 'wb') as f:\n    while True:\n        f.write(b'x' * 2**20)"
-    result = _code(client, fake_upstream, bot, thread_id, code)
+    result = completed(client, fake_upstream, bot, thread_id, code)
     assert "No space left on device" in result["logs"], result["logs"]
     assert "No space left on device" in result["tool_message"]
-    after = _code(client, fake_upstream, bot, thread_id,
+    after = completed(client, fake_upstream, bot, thread_id,
                   "import os\nos.remove('/mnt/data/fill.bin')\nopen('/mnt/data/ok.txt', 'w').write('ok')\nprint('freed')")
     assert after["logs"] == "freed"
     _unharmed(box, client, fake_upstream, bot, witness)

@@ -11,6 +11,7 @@ Requests:
            "images": [{"name", "data" (base64 PNG)}], "files": [{"path", "data" (base64)}]}
     {"op": "put_file", "id": n, "path": "/mnt/data/x.csv", "data": base64}   → {"id", "ok"}
     {"op": "ping", "id": n}                                                  → {"id", "ok"}
+    {"op": "preload", "id": n}   (import numpy, pandas, matplotlib now)       → {"id", "ok"}
 
 ``files`` are the files under /mnt/data that the code created or changed (at most
 ``max_files`` of them and ``max_file_bytes`` together, given with each exec request). SIGINT
@@ -38,7 +39,7 @@ import traceback
 DATA = "/mnt/data"
 MAX_OUTPUT_BYTES = 64 * 1024  # the defaults; each exec request carries the server's settings
 MAX_FILES = 20
-MAX_FILE_BYTES = 50 * 1024 * 1024
+MAX_FILE_BYTES = 32 * 1024 * 1024
 MAX_TRACEBACK_CHARS = 20_000
 
 _protocol = os.dup(1)  # the answers' channel; fds 1 and 2 are the code's, captured per execution
@@ -46,8 +47,15 @@ _devnull = os.open(os.devnull, os.O_RDWR)
 _globals = {"__name__": "__main__", "__builtins__": __builtins__}
 
 
+_preloaded = False
+
+
 def _preload():
     # Import the heavy libraries once, before the first request (the pool starts kernels ahead).
+    global _preloaded
+    if _preloaded:
+        return
+    _preloaded = True
     for name in ("numpy", "pandas", "matplotlib"):
         try:
             __import__(name)
@@ -243,18 +251,17 @@ def _requests():
     ready before it is used)."""
     import select
 
-    buffer, preloaded = b"", False
+    buffer = b""
     while True:
         while b"\n" in buffer:
             line, buffer = buffer.split(b"\n", 1)
             if line.strip():
                 yield line
         try:
-            if not preloaded:
+            if not _preloaded:
                 ready, _, _ = select.select([0], [], [], 0.5)
                 if not ready:
                     _preload()
-                    preloaded = True
                     continue
             chunk = os.read(0, 1 << 20)
         except KeyboardInterrupt:  # an interrupt that came after the execution it was meant for
@@ -286,6 +293,9 @@ def main():
             elif op == "put_file":
                 result = put_file(request["path"], request["data"])
             elif op == "ping":
+                result = {"ok": True}
+            elif op == "preload":  # a warm-pool kernel: ready for code only once its imports are done
+                _preload()
                 result = {"ok": True}
             else:
                 result = {"ok": False, "error": {"name": "ProtocolError", "value": f"unknown op {op!r}",

@@ -10,8 +10,9 @@ import pytest
 
 from assistantd.sandbox.pool import INSTANCE_LABEL, instance_id
 from assistantd.settings import Settings
+from tests.conftest import make_client
 from tests.support.fake import marker
-from tests.support.runs import POLL_MS
+from tests.support.runs import POLL_MS, assistant
 
 IMAGE = os.environ.get("ASSISTANTD_SANDBOX_IMAGE", "assistantd-sandbox:latest")
 CODE_INTERPRETER = {"type": "code_interpreter"}
@@ -76,3 +77,24 @@ def code_result(client, fake_upstream, run, tag: str) -> dict[str, Any]:
     tool_messages = [m for r in fake_upstream.requests(tag) for m in r["messages"] if m["role"] == "tool"]
     return {"call": calls[0], "outputs": outputs, "logs": logs,
             "tool_message": tool_messages[-1]["content"] if tool_messages else None}
+
+
+def completed(client, fake_upstream, bot, thread_id: str, code: str) -> dict[str, Any]:
+    """:func:`run_code`, asserting that the run completed."""
+    result = run_code(client, fake_upstream, thread_id, bot.id, code)
+    assert result["run"].status == "completed", result["run"].last_error
+    return result
+
+
+# Module fixtures for a sandbox test module that defines its own ``box`` server: import them.
+@pytest.fixture(scope="module")
+def client(box):
+    c = make_client(box.base_url, timeout=60)
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="module")
+def bot(client):
+    """An assistant with the code_interpreter tool."""
+    return assistant(client, tools=[CODE_INTERPRETER])

@@ -273,6 +273,11 @@ class Sandbox:
         except Exception:
             return "unknown cause"
 
+    def preload_blocking(self) -> None:
+        """Have the kernel import its heavy libraries now (a warm sandbox's first execution must
+        not wait for them inside its time limit)."""
+        self._request({"op": "preload"}, timeout=120)
+
     def put_file_blocking(self, path: str, data: bytes) -> None:
         answer = self._request({"op": "put_file", "path": path, "data": base64.b64encode(data).decode()},
                                timeout=60)

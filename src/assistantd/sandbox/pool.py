@@ -103,6 +103,15 @@ class SandboxPool:
             sandbox.remove()
             raise
 
+    def _new_warm_sandbox_blocking(self) -> Sandbox:
+        sandbox = self._new_sandbox_blocking()
+        try:
+            sandbox.preload_blocking()
+        except Exception:
+            sandbox.remove()
+            raise
+        return sandbox
+
     def _reap_leftovers_blocking(self) -> int:
         client = self._docker()
         leftovers = client.containers.list(all=True, filters={"label": [f"{LABEL}=1", f"{INSTANCE_LABEL}={self.instance}"]})
@@ -148,7 +157,7 @@ class SandboxPool:
     async def _fill(self) -> None:
         while not self._closed and len(self._warm) < min(self.warm_size, self.max_total - self._count()):
             try:
-                sandbox = await to_thread.run_sync(self._new_sandbox_blocking)
+                sandbox = await to_thread.run_sync(self._new_warm_sandbox_blocking)
             except Exception as exc:
                 log.warning("could not start a warm sandbox: %s", exc)
                 return

@@ -27,6 +27,7 @@ from assistantd import ids
 from assistantd.db import Database
 from assistantd.db.models import Chunk, File, VectorStoreFile
 from assistantd.files.storage import FileStore
+from assistantd.runs.failures import RunFailure, short_message
 from assistantd.vector_stores import chunking
 from assistantd.vector_stores.embeddings import Embedder, to_bytes
 from assistantd.vector_stores.pgvector import PgVector
@@ -96,7 +97,8 @@ class Ingester:
                 await self._ingest(row)
             except Exception as exc:
                 log.exception("ingesting %s into %s failed", row.id, row.vector_store_id)
-                await self._finish(row, None, {"code": "server_error", "message": f"Ingestion failed: {exc}"})
+                await self._finish(row, None, {"code": "server_error",
+                                               "message": f"Ingestion failed ({type(exc).__name__}); see the server log."})
             finally:
                 renewing.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -124,7 +126,10 @@ class Ingester:
                 vectors = await self.embedder.embed([text for text, _ in pieces])
             except Exception as exc:
                 log.warning("embedding %s failed: %s", row.id, exc)
-                pieces, error = None, {"code": "server_error", "message": f"Embedding the file failed: {exc}"}
+                # The exception's text can quote the request (the file's own text): the log has it.
+                pieces, error = None, {"code": "server_error", "message": short_message(
+                    f"Embedding the file failed: {exc.message}" if isinstance(exc, RunFailure)
+                    else f"Embedding the file failed ({type(exc).__name__}); see the server log.")}
         await self._finish(row, pieces, error, vectors)
 
     async def _finish(self, row: VectorStoreFile, pieces: list[tuple[str, int]] | None,
