@@ -32,12 +32,13 @@ from assistantd.api.errors import APIError, invalid
 # Bodies up to this size are parsed on the event loop whatever they hold (at most a few ms).
 DENSE_CHECK_BYTES = 64 * 1024
 # Values (``,`` ``[`` ``{`` outside strings) a body may hold: ``max_json_values`` (a setting,
-# 40,000 by default). orjson parses ~8 million a second holding the GIL, so bodies with more than
-# PARSE_FACTOR times that (~40 ms of parse) are not parsed at all; those between are parsed only
-# to report a bound that fires first (too many messages: 100,000 one-word messages are 300,001
-# values), then refused, since validating, storing and answering each value costs several times
-# its parse.
-PARSE_FACTOR = 8
+# 40,000 by default). orjson parses ~8 million a second holding the GIL (in whichever thread, so
+# the loop waits for it), so bodies with more than PARSE_FACTOR times that (~20 ms of parse, twice
+# that on a fresh process) are refused unparsed, after an exact count in a worker thread (which
+# gives the GIL up between slices); those between are parsed only to report a bound that fires
+# first (too many messages: 50,000 one-word messages are 150,001 values), then refused, since
+# validating, storing and answering each value costs several times its parse.
+PARSE_FACTOR = 4
 # Where a request carries messages.
 MESSAGE_LISTS = (("messages",), ("additional_messages",), ("thread", "messages"))
 # Uploads have their own bound (``max_upload_bytes``), enforced while their form is read.

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import sqlite3
 from collections.abc import AsyncIterator
 
+import orjson
 from sqlalchemy import create_engine, event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
@@ -29,7 +31,8 @@ class Database:
         if self.is_sqlite:
             self.engine = _inline_sqlite_engine(url)
         else:
-            self.engine = create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+            self.engine = create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True,
+                                              json_serializer=json_text)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
 
@@ -63,6 +66,15 @@ class Database:
         await self.engine.dispose()
 
 
+def json_text(value) -> str:
+    """JSON columns' encoder: orjson (a message's 8 MB of text: ~2 ms, the stdlib's ~20 ms, on the
+    event loop when SQLite writes inline); the stdlib's for what orjson does not take."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value)
+
+
 def _inline_sqlite_engine(url: str) -> AsyncEngine:
     """An AsyncEngine whose SQLite calls run inline on the event loop.
 
@@ -79,7 +91,8 @@ def _inline_sqlite_engine(url: str) -> AsyncEngine:
     # (and so the session that would return the connection). Overflow is unbounded.
     sync_engine = create_engine(
         sync_url, pool_size=32, max_overflow=-1,
-        connect_args={"check_same_thread": False, "timeout": 30, "factory": _InlineConnection})
+        connect_args={"check_same_thread": False, "timeout": 30, "factory": _InlineConnection},
+        json_serializer=json_text)
     sync_engine.dialect.is_async = True
     _configure_sqlite(sync_engine)
     return AsyncEngine(sync_engine)
