@@ -7,17 +7,14 @@ from __future__ import annotations
 import json
 import select
 import socket
-import subprocess
-import sys
-import threading
 import time
 
 import httpx
 import pytest
 
 from tests.conftest import make_client, make_http
+from tests.support.health import HealthPoller
 from tests.test_threads_messages import count_rows
-from tests.test_validation import assert_invalid
 
 SMALL = 1024 * 1024  # the request and upload bounds of the ``small`` server
 DEPTH = 64  # ASSISTANTD_MAX_JSON_DEPTH's default
@@ -206,54 +203,6 @@ def test_chunked_upload_stops_being_read_past_the_bound(small):
     assert sent < total // 2, sent
     assert counts(small) == before
     assert sorted(p.name for p in (small.data_dir / "files").iterdir()) == files  # no .part left
-
-
-POLLER = """
-import sys, time, httpx
-worst = 0.0
-with httpx.Client(base_url=sys.argv[1], timeout=30) as client:
-    print("ready", flush=True)
-    while not sys.stdin.readline().startswith("stop"):
-        start = time.perf_counter()
-        assert client.get("/healthz").status_code == 200
-        worst = max(worst, time.perf_counter() - start)
-        print("polled", flush=True)
-print(worst, flush=True)
-"""
-
-
-class HealthPoller:
-    """Polls ``/healthz`` from another process (so nothing in the test's own process delays
-    it) every 5 ms, and keeps the slowest answer."""
-
-    def __init__(self, url: str) -> None:
-        self.url, self.worst = url, None
-
-    def __enter__(self) -> "HealthPoller":
-        self.proc = subprocess.Popen([sys.executable, "-c", POLLER, self.url], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True)
-        assert self.proc.stdout.readline().strip() == "ready"
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._drive, daemon=True)
-        self.thread.start()
-        time.sleep(0.2)
-        return self
-
-    def _drive(self) -> None:
-        while not self.stop.is_set():
-            self.proc.stdin.write("poll\n")
-            self.proc.stdin.flush()
-            self.proc.stdout.readline()
-            time.sleep(0.005)
-
-    def __exit__(self, *exc) -> None:
-        time.sleep(0.1)
-        self.stop.set()
-        self.thread.join()
-        self.proc.stdin.write("stop\n")
-        self.proc.stdin.flush()
-        self.worst = float(self.proc.stdout.readline())
-        self.proc.wait()
 
 
 def dense_body(properties: int) -> bytes:

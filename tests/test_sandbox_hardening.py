@@ -9,7 +9,6 @@ Nothing here sends traffic to any address outside 127.0.0.0/8.
 from __future__ import annotations
 
 import re
-import threading
 import time
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import httpx
 import pytest
 
 from tests.conftest import make_client
+from tests.support.health import HealthPoller
 from tests.support.fake import marker
 from tests.support.runs import POLL_MS, TERMINAL, assistant, wait_for
 from tests.support.sandbox import (CODE_INTERPRETER, bot, client, code_call, completed,  # noqa: F401
@@ -51,32 +51,6 @@ def _rss_mib(pid: int) -> float:
     raise AssertionError("no VmRSS")
 
 
-class _Watch:
-    """Polls ``/healthz`` and the server's RSS from a thread while a test attacks."""
-
-    def __init__(self, server) -> None:
-        self.server, self.latencies, self.rss = server, [], []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-
-    def _poll(self) -> None:
-        with httpx.Client(timeout=10) as http:
-            while not self._stop.is_set():
-                started = time.perf_counter()
-                assert http.get(f"{self.server.url}/healthz").status_code == 200
-                self.latencies.append(time.perf_counter() - started)
-                self.rss.append(_rss_mib(self.server.proc.pid))
-                time.sleep(0.005)
-
-    def __enter__(self) -> "_Watch":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-
 # --- output --------------------------------------------------------------------------------------
 
 def test_flooding_fd1_keeps_the_server_small_and_healthy(box, client, fake_upstream, bot):
@@ -91,18 +65,18 @@ def test_flooding_fd1_keeps_the_server_small_and_healthy(box, client, fake_upstr
             "    os.write(1, chunk)\n"
             "subprocess.run(['sh', '-c', 'echo from-child'])\n"
             "print('the end')")
-    with _Watch(box) as watch:
+    rss: list[float] = []
+    with HealthPoller(box.url, on_poll=lambda: rss.append(_rss_mib(box.proc.pid))) as poller:
         result = completed(client, fake_upstream, bot, thread_id, code)
     logs = result["logs"]
     assert "bytes of output dropped" in logs, logs[-300:]
     assert logs.rstrip().endswith("the end"), logs[-300:]
     assert "from-child" in logs
     assert len(logs) < 128 * 1024
-    grown = max(watch.rss + [_rss_mib(box.proc.pid)]) - before
+    grown = max(rss + [_rss_mib(box.proc.pid)]) - before
     assert grown < 100, f"server RSS grew {grown:.0f} MiB (from {before:.0f} MiB)"
-    slow = [(i, round(t * 1000)) for i, t in enumerate(watch.latencies) if t > 0.05]
-    print("healthz samples", len(watch.latencies), "max ms", round(max(watch.latencies) * 1000), "slow", slow)
-    assert watch.latencies and max(watch.latencies) <= 0.1, f"healthz max {max(watch.latencies) * 1000:.0f} ms"
+    print(f"healthz: {poller.polls} requests, max {poller.worst * 1000:.1f} ms")
+    assert poller.polls and poller.worst <= 0.1, f"healthz max {poller.worst * 1000:.0f} ms"
 
 
 def test_output_files_are_bounded(box, client, fake_upstream, bot):

@@ -7,7 +7,6 @@ thread, the run and its steps readable; the server keeps answering meanwhile."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 from typing import Any
 
@@ -16,6 +15,7 @@ import pytest
 
 from tests.conftest import make_client, make_http
 from tests.support.fake import read_sse
+from tests.support.health import HealthPoller
 from tests.support.runs import POLL_MS, WEATHER_TOOL, assistant, messages, text_of, thread, wait_run
 
 MAX_MESSAGE = 500  # last_error.message is never longer
@@ -138,32 +138,14 @@ def test_a_well_formed_answer_is_accepted(client, http, fake_upstream, name):
 def test_a_30mb_line_fails_the_run_and_healthz_stays_fast(client, http, server, fake_upstream):
     """The line buffer stops at ASSISTANTD_UPSTREAM_MAX_LINE_BYTES (4 MiB); meanwhile the server
     answers /healthz as fast as ever."""
-    latencies: list[float] = []
-    stop = threading.Event()
-
-    def poll() -> None:
-        with httpx.Client(base_url=server.url, timeout=5) as h:
-            while not stop.is_set():
-                started = time.perf_counter()
-                assert h.get("/healthz").status_code == 200
-                latencies.append(time.perf_counter() - started)
-                time.sleep(0.01)
-
-    poller = threading.Thread(target=poll, daemon=True)
-    poller.start()
-    try:
-        time.sleep(0.2)
+    with HealthPoller(server.url) as poller:
         t, final = _run(client, http, fake_upstream, {
             "raw": [_text_chunk("Before "), 'data: {"choices": [{"index": 0, "delta": {"content": "'],
             "pad_bytes": 30 * 1024 * 1024})
-        time.sleep(0.2)
-    finally:
-        stop.set()
-        poller.join(10)
     _assert_failed(final, "longer than 4194304 bytes", "ASSISTANTD_UPSTREAM_MAX_LINE_BYTES")
     assert text_of(messages(http, t.id)[-1]) == "Before "
-    print(f"healthz: {len(latencies)} requests, max {max(latencies) * 1000:.1f} ms")
-    assert len(latencies) > 5 and max(latencies) <= 0.1, max(latencies)
+    print(f"healthz: {poller.polls} requests, max {poller.worst * 1000:.1f} ms")
+    assert poller.polls > 5 and poller.worst <= 0.1, poller.worst
 
 
 # --- deadlines -------------------------------------------------------------------------------------

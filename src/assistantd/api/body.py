@@ -28,6 +28,7 @@ from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from assistantd.api.errors import APIError, invalid
+from assistantd.api.text import is_clean
 
 # Bodies up to this size are parsed on the event loop whatever they hold (at most a few ms).
 DENSE_CHECK_BYTES = 64 * 1024
@@ -185,10 +186,10 @@ def _depth_error(value: Any, limit: int) -> APIError:
 
 def _surrogate_path(value: Any, path: list[Any]) -> list[Any] | None:
     if isinstance(value, str):
-        return None if value.isascii() or _encodes(value) else path
+        return None if is_clean(value) else path
     if isinstance(value, dict):
         for key, item in value.items():
-            if not _encodes(key):
+            if not is_clean(key):
                 return [*path, key]
             found = _surrogate_path(item, [*path, key])
             if found is not None:
@@ -199,14 +200,6 @@ def _surrogate_path(value: Any, path: list[Any]) -> list[Any] | None:
             if found is not None:
                 return found
     return None
-
-
-def _encodes(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _not_json(body: bytes, error: orjson.JSONDecodeError, depth_limit: int) -> APIError:

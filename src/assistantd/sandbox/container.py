@@ -274,8 +274,7 @@ class Sandbox:
             return "unknown cause"
 
     def preload_blocking(self) -> None:
-        """Have the kernel import its heavy libraries now (a warm sandbox's first execution must
-        not wait for them inside its time limit)."""
+        """Have the kernel import its heavy libraries now."""
         self._request({"op": "preload"}, timeout=120)
 
     def put_file_blocking(self, path: str, data: bytes) -> None:

@@ -86,7 +86,9 @@ class SandboxPool:
             self._client = client
         return self._client
 
-    def _new_sandbox_blocking(self) -> Sandbox:
+    def _new_sandbox_blocking(self, preload: bool = False) -> Sandbox:
+        """A started sandbox; with ``preload`` (a warm-pool one) its kernel has also imported
+        its heavy libraries, so its first execution does not wait for them in its time limit."""
         client = self._docker()
         if not self._image_checked:
             try:
@@ -98,19 +100,13 @@ class SandboxPool:
             self._image_checked = True
         sandbox = Sandbox(client, self.image, self.limits, {INSTANCE_LABEL: self.instance})
         try:
-            return sandbox.start()
+            sandbox.start()
+            if preload:
+                sandbox.preload_blocking()
+            return sandbox
         except Exception:
             sandbox.remove()
             raise
-
-    def _new_warm_sandbox_blocking(self) -> Sandbox:
-        sandbox = self._new_sandbox_blocking()
-        try:
-            sandbox.preload_blocking()
-        except Exception:
-            sandbox.remove()
-            raise
-        return sandbox
 
     def _reap_leftovers_blocking(self) -> int:
         client = self._docker()
@@ -157,7 +153,7 @@ class SandboxPool:
     async def _fill(self) -> None:
         while not self._closed and len(self._warm) < min(self.warm_size, self.max_total - self._count()):
             try:
-                sandbox = await to_thread.run_sync(self._new_warm_sandbox_blocking)
+                sandbox = await to_thread.run_sync(self._new_sandbox_blocking, True)
             except Exception as exc:
                 log.warning("could not start a warm sandbox: %s", exc)
                 return

@@ -104,28 +104,25 @@ class UpstreamClient:
                 stream = response.aiter_bytes()
                 async for data in stream:
                     lines = data.split(b"\n")
-                    rest = lines.pop()
-                    if held:
-                        if not lines:  # still the same line
-                            held.append(rest)
-                            held_bytes += len(rest)
-                            if held_bytes > self._max_line:
-                                raise self._line_too_long()
-                            continue
-                        if held_bytes + len(lines[0]) > self._max_line:
-                            raise self._line_too_long()
+                    if held:  # the read goes on the held line
                         held.append(lines[0])
+                        held_bytes += len(lines[0])
+                        if held_bytes > self._max_line:
+                            raise self._line_too_long()
+                        if len(lines) == 1:  # and does not end it
+                            continue
                         lines[0] = b"".join(held)
                         held, held_bytes = [], 0
+                    rest = lines.pop()
                     if rest:
                         if len(rest) > self._max_line:
                             raise self._line_too_long()
                         held, held_bytes = [rest], len(rest)
                     for line in lines:
-                        if not line.startswith(b"data:"):
-                            continue
                         if len(line) > self._max_line:  # one read can hold a whole long line
                             raise self._line_too_long()
+                        if not line.startswith(b"data:"):
+                            continue
                         payload = line[5:].strip()
                         if payload == b"[DONE]":
                             if not chunks:
