@@ -106,8 +106,10 @@ async def _writing(request: Request, stream: bool | None) -> AsyncIterator[tuple
         executor.wake()
 
 
-def include_param(include: list[str] | None = Query(None, alias="include[]")) -> bool:
-    """``include[]``: whether file search results carry their content (the only value allowed)."""
+async def include_param(include: list[str] | None = Query(None, alias="include[]")) -> bool:
+    """``include[]``: whether file search results carry their content (the only value allowed).
+    ``async``: FastAPI runs a plain ``def`` dependency in its thread pool, a thread hop on every
+    run created (measured: upstream connections stopped being reused at 50 concurrent runs)."""
     for i, item in enumerate(include or []):
         if item != SEARCH_CONTENT:
             raise invalid(f"Invalid value: '{item[:200]}'. Supported values are: '{SEARCH_CONTENT}'.",
