@@ -23,8 +23,12 @@ from assistantd.runs import tokens
 from assistantd.sandbox.pool import SandboxPool
 from assistantd.runs.events import EventBus
 from assistantd.runs.executor import RunExecutor
+from assistantd.runs.queue import RunQueue
+from assistantd.runs.store import RunStore
+from assistantd.runs.worker import RunWorker
 from assistantd.runs.router import router as runs_router
 from assistantd.threads.router import router as threads_router
+from assistantd.tools.registry import ToolRegistry, ToolServices
 from assistantd.upstream.client import UpstreamClient
 from assistantd.vector_stores import embeddings, pgvector
 from assistantd.vector_stores.ingest import INTERVAL_SECONDS as INGEST_INTERVAL, Ingester
@@ -81,9 +85,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.searcher = Searcher(query_embedder, pgvector=pg)
         app.state.sandboxes = SandboxPool(settings)
         await app.state.sandboxes.start()
-        app.state.executor = RunExecutor(app.state.db, app.state.bus, app.state.upstream, app.state.files,
-                                         settings, app.state.sandboxes, app.state.searcher)
-        await app.state.executor.start()
+        app.state.store = RunStore(app.state.db, app.state.bus)
+        tools = ToolRegistry.build(ToolServices(app.state.sandboxes, app.state.searcher))
+        executor = RunExecutor(app.state.store, app.state.upstream, app.state.files, settings, tools)
+        app.state.worker = RunWorker(executor, app.state.store, RunQueue(app.state.db), settings.max_concurrent_runs)
+        await app.state.worker.start()
         tasks = [
             asyncio.create_task(_supervise("file expiry", SWEEP_INTERVAL_SECONDS, sweep_expired, app.state)),
             asyncio.create_task(_supervise("sandbox reaping", SANDBOX_REAP_SECONDS, app.state.sandboxes.reap_idle)),
@@ -96,7 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await app.state.executor.stop()
+            await app.state.worker.stop()
             await app.state.sandboxes.close()
             app.state.searcher.close()
             await app.state.upstream.aclose()

@@ -89,7 +89,7 @@ class Run(_Object, Base):
 
     ``worker``/``lease_until`` say which process executes it and until when that claim holds;
     ``history_seq`` is the last thread message the run sees (messages added later are not part
-    of its prompt). Status moves only through :mod:`assistantd.runs.executor`.
+    of its prompt). Status moves only through :meth:`assistantd.runs.store.Writes.move`.
     """
 
     __tablename__ = "runs"
@@ -148,6 +148,9 @@ class RunStep(_Object, Base):
     completed_at: Mapped[int | None] = mapped_column(BigInteger)
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata")
     usage: Mapped[dict[str, Any] | None]
+    # Never shown: for each built-in tool call (by id), what the model wrote and was told —
+    # ``{"arguments": …, "output": …, "sources": {marker: file_id}}`` — to rebuild its context.
+    tool_io: Mapped[dict[str, Any] | None]
 
 
 # --- vector stores (build step 4) ---------------------------------------------------------------

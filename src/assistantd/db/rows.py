@@ -59,3 +59,37 @@ async def update_object(session: AsyncSession, obj: Any, *attributes: str) -> No
     await session.execute(_update(cls, attributes), {"_seq": obj.seq, **values})
     for attribute in attributes:
         set_committed_value(obj, attribute, getattr(obj, attribute))
+
+
+@functools.cache
+def _update_where(cls: type, attributes: tuple[str, ...], where: tuple[tuple[str, int], ...]):
+    names = dict(_columns(cls))
+    table = cls.__table__
+    conditions = [table.c[names[a]].in_([bindparam(f"_{a}{i}") for i in range(n)]) for a, n in where]
+    return (update(table).where(table.c.seq == bindparam("_seq"), *conditions)
+            .values({names[a]: bindparam(names[a]) for a in attributes}))
+
+
+async def update_object_where(session: AsyncSession, obj: Any, values: dict[str, Any],
+                              where: dict[str, tuple[Any, ...]]) -> bool:
+    """Compare and set: UPDATE the object's row with ``values`` only while each attribute named
+    in ``where`` holds one of the values given for it. Returns whether the row was updated; only
+    then does the object take ``values`` (as persisted, no pending change)."""
+    cls = type(obj)
+    names = dict(_columns(cls))
+    statement = _update_where(cls, tuple(values), tuple((a, len(v)) for a, v in where.items()))
+    params = {"_seq": obj.seq, **{names[a]: v for a, v in values.items()}}
+    for attribute, allowed in where.items():
+        params.update({f"_{attribute}{i}": v for i, v in enumerate(allowed)})
+    result = await session.execute(statement, params)
+    if result.rowcount != 1:
+        return False
+    for attribute, value in values.items():
+        set_committed_value(obj, attribute, value)
+    return True
+
+
+def mark_persisted(obj: Any, **values: Any) -> None:
+    """Give a loaded object attribute values the database already holds (no pending change)."""
+    for attribute, value in values.items():
+        set_committed_value(obj, attribute, value)

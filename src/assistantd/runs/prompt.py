@@ -120,22 +120,23 @@ async def _run_messages(session: AsyncSession, run: Run) -> list[dict[str, Any]]
         calls = step.step_details.get("tool_calls", [])
         if not calls:
             continue
+        tool_io = step.tool_io or {}
+        said = [_model_side(c, tool_io.get(c["id"]) or {}) for c in calls]
         out.append({"role": "assistant", "content": None, "tool_calls": [
-            {"id": c["id"], "type": "function",
-             "function": {"name": c["function"]["name"] if c["type"] == "function" else c["type"],
-                          "arguments": c.get("_arguments") or c.get("function", {}).get("arguments", "")}}
-            for c in calls
+            {"id": c["id"], "type": "function", "function": {"name": name, "arguments": arguments}}
+            for c, (name, arguments, _) in zip(calls, said)
         ]})
-        for c in calls:
-            out.append({"role": "tool", "tool_call_id": c["id"], "content": _output_of(c)})
+        out += [{"role": "tool", "tool_call_id": c["id"], "content": output} for c, (_, _, output) in zip(calls, said)]
     return out
 
 
-def _output_of(call: dict[str, Any]) -> str:
-    """What the model is told a tool returned (built-in tools keep it in ``_output``)."""
+def _model_side(call: dict[str, Any], io: dict[str, Any]) -> tuple[str, str, str]:
+    """A step's tool call as the model made it: the function's name, the arguments it wrote and
+    the output it was told (a built-in tool's are kept in the step's ``tool_io``)."""
     if call["type"] == "function":
-        return call["function"].get("output") or ""
-    return call.get("_output", "")
+        function = call["function"]
+        return function["name"], function.get("arguments") or "", function.get("output") or ""
+    return call["type"], io.get("arguments", ""), io.get("output", "")
 
 
 async def build(session: AsyncSession, files: FileStore, run: Run, upstream_model: str,

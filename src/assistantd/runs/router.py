@@ -9,7 +9,6 @@ import logging
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Depends, Query, Request
-from sqlalchemy.ext.asyncio import AsyncSession
 from sse_starlette import EventSourceResponse
 
 from assistantd.api.auth import require_tenant
@@ -20,6 +19,7 @@ from assistantd.api.types import ListResponse
 from assistantd.db.models import Run
 from assistantd.runs import service
 from assistantd.runs.events import DONE_FRAME, Event, Subscription
+from assistantd.runs.store import Writes
 from assistantd.runs.schemas import (
     CreateRunRequest,
     CreateThreadAndRunRequest,
@@ -74,26 +74,26 @@ class _Writing:
         self.subscription: Subscription | None = None
         self.claimed: Run | None = None
 
-    async def queued(self, session: AsyncSession, run: Run) -> RunObject:
+    async def queued(self, writes: Writes, run: Run) -> RunObject:
         """The run is written ``queued``: subscribe its stream *before* the commit makes it
         visible to executors (so the stream misses nothing), and claim it for this process
         when there is room. Returns the queued snapshot the client is answered with."""
         snapshot = RunObject.from_row(run)
         if self.stream:
             self.subscription = self.request.app.state.bus.subscribe(run.id)
-        if await self.request.app.state.executor.claim_created(session, run):
+        if await self.request.app.state.worker.claim_created(writes, run):
             self.claimed = run
         return snapshot
 
 
 @contextlib.asynccontextmanager
-async def _writing(request: Request, stream: bool | None) -> AsyncIterator[tuple[AsyncSession, _Writing]]:
+async def _writing(request: Request, stream: bool | None) -> AsyncIterator[tuple[Writes, _Writing]]:
     """The request's transaction, and then the run's start."""
     writing = _Writing(request, stream)
-    executor = request.app.state.executor
+    executor = request.app.state.worker
     try:
-        async with request.app.state.db.write() as session:
-            yield session, writing
+        async with request.app.state.store.writing() as writes:
+            yield writes, writing
     except BaseException:
         if writing.subscription is not None:
             writing.subscription.close()
@@ -121,11 +121,11 @@ async def include_param(include: list[str] | None = Query(None, alias="include[]
 async def create_run(thread_id: str, body: CreateRunRequest, request: Request,
                      search_content: bool = Depends(include_param),
                      tenant: str = Depends(require_tenant)):
-    async with _writing(request, body.stream) as (session, writing):
-        thread, last_seq = await service.thread_for_run(session, tenant, thread_id)
-        run = await service.create(session, tenant, thread, last_seq, body,
+    async with _writing(request, body.stream) as (writes, writing):
+        thread, last_seq = await service.thread_for_run(writes.session, tenant, thread_id)
+        run = await service.create(writes, tenant, thread, last_seq, body,
                                    request.app.state.settings.run_expiry_seconds, search_content)
-        run_obj = await writing.queued(session, run)
+        run_obj = await writing.queued(writes, run)
     if writing.subscription is None:
         return run_obj.response()
     return _stream(writing.subscription, [Event.of("thread.run.created", run_obj),
@@ -135,10 +135,10 @@ async def create_run(thread_id: str, body: CreateRunRequest, request: Request,
 @router.post("/threads/runs")
 async def create_thread_and_run(body: CreateThreadAndRunRequest, request: Request,
                                 tenant: str = Depends(require_tenant)):
-    async with _writing(request, body.stream) as (session, writing):
+    async with _writing(request, body.stream) as (writes, writing):
         thread, run = await service.create_thread_and_run(
-            session, tenant, body, request.app.state.settings.run_expiry_seconds)
-        run_obj = await writing.queued(session, run)
+            writes, tenant, body, request.app.state.settings.run_expiry_seconds)
+        run_obj = await writing.queued(writes, run)
     if writing.subscription is None:
         return run_obj.response()
     return _stream(writing.subscription, [Event.of("thread.created", ThreadObject.from_row(thread)),
@@ -175,26 +175,22 @@ async def modify_run(thread_id: str, run_id: str, body: ModifyRunRequest, reques
 @router.post("/threads/{thread_id}/runs/{run_id}/cancel")
 async def cancel_run(thread_id: str, run_id: str, request: Request, tenant: str = Depends(require_tenant)):
     state = request.app.state
-    async with state.db.write() as session:
-        run = await service.get(session, tenant, thread_id, run_id)
-        executing = await service.cancel(session, run)
-    run_obj = RunObject.from_row(run)
+    async with state.store.writing() as writes:
+        run = await service.get(writes.session, tenant, thread_id, run_id)
+        executing = await service.cancel(writes, run)
     if executing:
-        state.bus.publish(run.id, Event.of("thread.run.cancelling", run_obj))
-        state.executor.request_cancel(run.id)
-    else:
-        state.bus.publish(run.id, Event.of("thread.run.cancelled", run_obj))
-    return run_obj.response()
+        state.worker.request_cancel(run.id)
+    return RunObject.from_row(run).response()
 
 
 @router.post("/threads/{thread_id}/runs/{run_id}/submit_tool_outputs")
 async def submit_tool_outputs(thread_id: str, run_id: str, body: SubmitToolOutputsRequest, request: Request,
                               tenant: str = Depends(require_tenant)):
-    async with _writing(request, body.stream) as (session, writing):
-        run = await service.get(session, tenant, thread_id, run_id)
-        step = await service.submit_tool_outputs(session, run, body,
+    async with _writing(request, body.stream) as (writes, writing):
+        run = await service.get(writes.session, tenant, thread_id, run_id)
+        step = await service.submit_tool_outputs(writes, run, body,
                                                   request.app.state.settings.run_expiry_seconds)
-        run_obj = await writing.queued(session, run)
+        run_obj = await writing.queued(writes, run)
     if writing.subscription is None:
         return run_obj.response()
     return _stream(writing.subscription, [Event.of("thread.run.step.completed", RunStepObject.from_row(step)),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from assistantd import ids
@@ -17,13 +17,14 @@ from assistantd.api.pagination import PageParams, paginate
 from assistantd.api.types import dump_response_format, dump_tools
 from assistantd.assistants import service as assistants
 from assistantd.db.models import Message, Run, RunStep, Thread
-from assistantd.db.rows import insert_objects
+from assistantd.runs import states
 from assistantd.runs.schemas import (
-    ACTIVE_STATUSES,
     CreateRunRequest,
     CreateThreadAndRunRequest,
     SubmitToolOutputsRequest,
 )
+from assistantd.runs.states import RunStatus, StepStatus
+from assistantd.runs.store import Writes
 from assistantd.threads import service as threads
 
 
@@ -31,7 +32,7 @@ from assistantd.threads import service as threads
 _RUN = select(Run).where(Run.id == bindparam("run_id"), Run.thread_id == bindparam("thread_id"))
 _LOCK_THREAD = select(Thread.id).where(Thread.id == bindparam("thread_id")).with_for_update()
 _ACTIVE_RUN = select(Run.id).where(Run.thread_id == bindparam("thread_id"),
-                                   Run.status.in_(ACTIVE_STATUSES)).limit(1)
+                                   Run.status.in_(states.ACTIVE)).limit(1)
 _LAST_MESSAGE_SEQ = select(func.coalesce(func.max(Message.seq), 0)).where(Message.thread_id == bindparam("thread_id"))
 
 
@@ -93,11 +94,12 @@ def _check_tool_choice(choice: Any, tools: list[dict[str, Any]]) -> None:
                       param="tool_choice.type")
 
 
-async def create(session: AsyncSession, tenant: str, thread: Thread, last_seq: int,
+async def create(writes: Writes, tenant: str, thread: Thread, last_seq: int,
                  body: CreateRunRequest | CreateThreadAndRunRequest, expiry_seconds: int,
                  include_search_content: bool = False) -> Run:
     """Queue a run on ``thread`` (from :func:`thread_for_run`, or just made, whose last message
     is ``last_seq``)."""
+    session = writes.session
     assistant = await assistants.get(session, tenant, body.assistant_id)
     given = body.model_fields_set
     tools = dump_tools(body.tools) if body.tools is not None else assistant.tools
@@ -117,7 +119,7 @@ async def create(session: AsyncSession, tenant: str, thread: Thread, last_seq: i
         created_at=created,
         thread_id=thread.id,
         assistant_id=assistant.id,
-        status="queued",
+        status=RunStatus.QUEUED.value,
         required_action=None,
         last_error=None,
         expires_at=created + expiry_seconds,
@@ -149,20 +151,20 @@ async def create(session: AsyncSession, tenant: str, thread: Thread, last_seq: i
         lease_until=None,
         include_search_content=include_search_content,
     )
-    await insert_objects(session, run)
+    await writes.insert(run)
     return run
 
 
-async def create_thread_and_run(session: AsyncSession, tenant: str, body: CreateThreadAndRunRequest,
+async def create_thread_and_run(writes: Writes, tenant: str, body: CreateThreadAndRunRequest,
                                 expiry_seconds: int) -> tuple[Thread, Run]:
     from assistantd.threads.schemas import CreateThreadRequest
 
     thread_body = body.thread or CreateThreadRequest()
     if body.tool_resources is not None and thread_body.tool_resources is None:
         thread_body = thread_body.model_copy(update={"tool_resources": body.tool_resources})
-    thread = await threads.create(session, tenant, thread_body)
-    last_seq = await session.scalar(_LAST_MESSAGE_SEQ, {"thread_id": thread.id})
-    return thread, await create(session, tenant, thread, last_seq, body, expiry_seconds)
+    thread = await threads.create(writes.session, tenant, thread_body)
+    last_seq = await writes.session.scalar(_LAST_MESSAGE_SEQ, {"thread_id": thread.id})
+    return thread, await create(writes, tenant, thread, last_seq, body, expiry_seconds)
 
 
 async def list_page(session: AsyncSession, tenant: str, thread_id: str, page: PageParams):
@@ -170,40 +172,33 @@ async def list_page(session: AsyncSession, tenant: str, thread_id: str, page: Pa
     return await paginate(session, select(Run).where(Run.thread_id == thread_id), Run, page)
 
 
-async def cancel(session: AsyncSession, run: Run) -> bool:
+async def cancel(writes: Writes, run: Run) -> bool:
     """Cancel ``run``; return True when an executor must be told (the run is executing).
 
     A run nobody executes (queued, or waiting for tool outputs) is cancelled at once; an
     executing one becomes ``cancelling``, a durable flag its executor acts on.
     """
-    now = ids.now()
-    if run.status in ("queued", "requires_action"):
-        result = await session.execute(
-            update(Run).where(Run.id == run.id, Run.status.in_(("queued", "requires_action")))
-            .values(status="cancelled", cancelled_at=now, required_action=None)
-        )
-        if result.rowcount:
-            await session.execute(
-                update(RunStep).where(RunStep.run_id == run.id, RunStep.status == "in_progress")
-                .values(status="cancelled", cancelled_at=now)
-            )
-            await session.refresh(run)
-            return False
-        await session.refresh(run)
-    if run.status == "in_progress":
-        await session.execute(update(Run).where(Run.id == run.id, Run.status == "in_progress")
-                              .values(status="cancelling"))
-        await session.refresh(run)
-        return True
-    if run.status == "cancelling":
-        return True
+    for _ in range(3):  # a run that moved meanwhile (claimed, ended) is looked at again
+        if run.status in (RunStatus.QUEUED, RunStatus.REQUIRES_ACTION):
+            if await writes.end(run, RunStatus.CANCELLED, expect=(run.status,)):
+                return False
+        elif run.status == RunStatus.IN_PROGRESS:
+            if await writes.move(run, RunStatus.CANCELLING):
+                return True
+        elif run.status == RunStatus.CANCELLING:
+            return True
+        else:
+            break
+        run_id, run = run.id, await writes.fresh(run)
+        if run is None:
+            raise not_found("run", run_id)
     raise invalid(f"Cannot cancel run with status '{run.status}'.")
 
 
-async def submit_tool_outputs(session: AsyncSession, run: Run, body: SubmitToolOutputsRequest,
+async def submit_tool_outputs(writes: Writes, run: Run, body: SubmitToolOutputsRequest,
                               expiry_seconds: int) -> RunStep:
     """Record the outputs on the waiting step and queue the run again."""
-    if run.status != "requires_action" or not run.required_action:
+    if run.status != RunStatus.REQUIRES_ACTION or not run.required_action:
         raise invalid(f"Runs in status \"{run.status}\" do not accept tool outputs.")
     if run.expires_at is not None and ids.now() >= run.expires_at:
         raise invalid("This run has expired and no longer accepts tool outputs.")
@@ -224,10 +219,7 @@ async def submit_tool_outputs(session: AsyncSession, run: Run, body: SubmitToolO
     if missing:
         raise invalid(f"Expected tool outputs for call_ids {pending}, got {list(outputs)}.",
                       param="tool_outputs")
-    step = await session.scalar(
-        select(RunStep).where(RunStep.run_id == run.id, RunStep.type == "tool_calls",
-                              RunStep.status == "in_progress").order_by(RunStep.seq.desc()).limit(1)
-    )
+    step = await writes.last_open_tool_step(run)
     if step is None:
         raise APIError(500, "The run's tool-call step is missing.", type="server_error")
     calls = []
@@ -237,14 +229,10 @@ async def submit_tool_outputs(session: AsyncSession, run: Run, body: SubmitToolO
         calls.append(call)
     now = ids.now()
     step.step_details = {**step.step_details, "tool_calls": calls}
-    step.status, step.completed_at = "completed", now
-    result = await session.execute(
-        update(Run).where(Run.id == run.id, Run.status == "requires_action")
-        .values(status="queued", required_action=None, expires_at=now + expiry_seconds)
-    )
-    if not result.rowcount:
+    step.status, step.completed_at = StepStatus.COMPLETED, now
+    if not await writes.move(run, RunStatus.QUEUED, required_action=None, expires_at=now + expiry_seconds):
         raise invalid("The run is no longer waiting for tool outputs.")
-    await session.refresh(run)
+    await writes.save(step, "step_details", "status", "completed_at")
     return step
 
 

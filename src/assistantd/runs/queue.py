@@ -1,0 +1,99 @@
+"""The run queue, in the database: every statement that claims, leases, recovers or expires runs.
+
+A process *claims* a queued run by moving it to ``in_progress`` with its worker id and a lease
+(``FOR UPDATE SKIP LOCKED`` lets PostgreSQL processes claim side by side), renews the lease while
+it executes the run, and a run whose lease lapsed — its process died — is an orphan that any
+process ends. A run nobody answers in time (queued, or waiting for tool outputs past
+``expires_at``) expires.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+from sqlalchemy import select, update
+from sqlalchemy.sql.elements import ColumnElement
+
+from assistantd import ids
+from assistantd.db import Database
+from assistantd.db.models import Run
+from assistantd.runs import states
+from assistantd.runs.states import RunStatus
+from assistantd.runs.store import Writes
+
+__all__ = ["LEASE_SECONDS", "RunQueue"]
+
+LEASE_SECONDS = 10.0  # a run whose executor stops renewing this is orphaned
+
+
+class RunQueue:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
+
+    async def claim(self, writes: Writes, limit: int) -> list[Run]:
+        """Take up to ``limit`` queued runs, oldest first."""
+        candidates = (select(Run).where(Run.status == RunStatus.QUEUED).order_by(Run.seq).limit(limit))
+        if not self.db.is_sqlite:
+            candidates = candidates.with_for_update(skip_locked=True)
+        runs = (await writes.session.scalars(candidates)).all()
+        return [run for run in runs if await self.claim_run(writes, run)]
+
+    async def claim_run(self, writes: Writes, run: Run) -> bool:
+        """Claim one queued run for this process (in ``writes``' transaction)."""
+        return await writes.move(run, RunStatus.IN_PROGRESS, expect=(RunStatus.QUEUED,), worker=self.worker_id,
+                                 lease_until=time.time() + LEASE_SECONDS, started_at=run.started_at or ids.now())
+
+    async def renew(self, run_ids: list[str]) -> list[str]:
+        """Extend this process's leases on ``run_ids``; return those a cancel has marked
+        ``cancelling`` meanwhile (maybe through another process: the flag is durable)."""
+        async with self.db.write() as session:
+            await session.execute(update(Run).where(Run.worker == self.worker_id, Run.id.in_(run_ids))
+                                  .values(lease_until=time.time() + LEASE_SECONDS))
+            return list(await session.scalars(
+                select(Run.id).where(Run.id.in_(run_ids), Run.status == RunStatus.CANCELLING)))
+
+    async def orphans(self, writes: Writes, startup: bool) -> list[Run]:
+        """Runs whose executor is gone. On SQLite (one process) every run in progress at start-up
+        is one; elsewhere a run is orphaned when its lease has lapsed, or at start-up when it was
+        held by a process of this host that no longer exists."""
+        if startup and self.db.is_sqlite:
+            return await self.executing(writes, Run.worker.is_not(None))
+        orphaned = (Run.lease_until < time.time()) & (Run.worker != self.worker_id)
+        if startup:
+            workers = set((await writes.session.scalars(
+                select(Run.worker).where(Run.status.in_(states.EXECUTING)))).all())
+            dead = [w for w in workers if w and self._is_dead_local_worker(w)]
+            if dead:
+                orphaned = orphaned | Run.worker.in_(dead)
+        return await self.executing(writes, orphaned)
+
+    async def executing(self, writes: Writes, condition: ColumnElement[bool]) -> list[Run]:
+        """Runs in progress (or being cancelled) that meet ``condition``."""
+        return list((await writes.session.scalars(
+            select(Run).where(Run.status.in_(states.EXECUTING), condition))).all())
+
+    async def expired(self, writes: Writes) -> list[Run]:
+        """Runs nobody took up in time: queued or waiting for tool outputs past ``expires_at``."""
+        return list((await writes.session.scalars(select(Run).where(
+            Run.status.in_((RunStatus.QUEUED, RunStatus.REQUIRES_ACTION)), Run.expires_at < ids.now()))).all())
+
+    def _is_dead_local_worker(self, worker: str) -> bool:
+        """A worker id is ``host:pid:token``. On this host, a pid that is gone — or that is this
+        very process under another token (a restarted container is pid 1 again) — is dead."""
+        host, _, rest = worker.partition(":")
+        pid_text, _, _token = rest.partition(":")
+        if host != socket.gethostname() or not pid_text.isdigit():
+            return False
+        pid = int(pid_text)
+        if pid == os.getpid():
+            return worker != self.worker_id
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False

@@ -1,0 +1,154 @@
+"""The run worker: the loops that keep this process's runs going, and their tasks.
+
+It claims queued runs from the :class:`~assistantd.runs.queue.RunQueue` while it has room
+(``ASSISTANTD_MAX_CONCURRENT_RUNS``), executes each in a task of its own
+(:class:`~assistantd.runs.executor.RunExecutor`), renews their leases, passes cancels on, ends the
+runs whose executor is gone and the runs that expired. A run created by a request of this process
+is claimed in that request's transaction (:meth:`RunWorker.claim_created`) and starts at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from assistantd.db.models import Run
+from assistantd.runs.executor import RunContext, RunExecutor, end_interrupted
+from assistantd.runs.queue import RunQueue
+from assistantd.runs.states import RunStatus
+from assistantd.runs.store import RunStore, Writes
+
+__all__ = ["RunWorker"]
+
+log = logging.getLogger("assistantd.executor")
+
+MAINTENANCE_INTERVAL = 3.0
+POLL_INTERVAL = 1.0
+CLAIM_BATCH = 32
+
+
+class RunWorker:
+    def __init__(self, executor: RunExecutor, store: RunStore, queue: RunQueue, max_concurrent: int) -> None:
+        self.executor, self.store, self.queue = executor, store, queue
+        self.max_concurrent = max_concurrent
+        self._wake = asyncio.Event()
+        self._running: dict[str, tuple[asyncio.Task, RunContext]] = {}
+        self._claimed: dict[str, RunContext] = {}  # claimed in transactions not yet committed
+        self._background: list[asyncio.Task] = []
+        self._stopping = False
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self._end_orphans(startup=True)
+        self._background = [
+            asyncio.create_task(self._claim_loop(), name="run-claims"),
+            asyncio.create_task(self._maintenance_loop(), name="run-maintenance"),
+        ]
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for task in self._background:
+            task.cancel()
+        for task, ctx in list(self._running.values()):
+            ctx.request_cancel()
+            task.cancel()
+        await asyncio.gather(*self._background, *(t for t, _ in self._running.values()),
+                             return_exceptions=True)
+        # Runs this process was executing are not left in progress for a later start to find.
+        async with self.store.writing() as writes:
+            for run in await self.queue.executing(writes, Run.worker == self.queue.worker_id):
+                await end_interrupted(writes, run, "The server shut down while the run was in progress.")
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def request_cancel(self, run_id: str) -> None:
+        entry = self._running.get(run_id)
+        if entry is not None:
+            entry[1].request_cancel()
+
+    # --- claiming ------------------------------------------------------------------------------
+
+    def _room(self) -> int:
+        return self.max_concurrent - len(self._running) - len(self._claimed)
+
+    async def _claim_loop(self) -> None:
+        while True:
+            # Cleared before claiming, so a run queued while we claim is not missed.
+            self._wake.clear()
+            try:
+                while (room := self._room()) > 0:
+                    async with self.store.writing() as writes:
+                        runs = await self.queue.claim(writes, min(room, CLAIM_BATCH))
+                    for run in runs:
+                        self._launch(RunContext(run))
+                    if len(runs) < min(room, CLAIM_BATCH):
+                        break
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("claiming runs failed")
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), POLL_INTERVAL)
+
+    def _launch(self, ctx: RunContext) -> None:
+        run_id = ctx.run.id
+        task = asyncio.create_task(self.executor.execute(ctx), name=f"run-{run_id}")
+        self._running[run_id] = (task, ctx)
+        task.add_done_callback(lambda _t: self._running.pop(run_id, None))
+
+    async def claim_created(self, writes: Writes, run: Run) -> bool:
+        """Claim a run in the transaction that queued it, when this process has room for it.
+
+        The claim is the queue's, written in the request's transaction, and the run's first
+        prompt is read there too: the run costs two transactions fewer and starts without waiting
+        for the claim loop. The caller must then call :meth:`start_claimed` after its commit, or
+        :meth:`release_claimed` if the transaction fails. Without room the run stays queued for
+        whichever process claims it.
+        """
+        if self._stopping or self._room() <= 0:
+            return False
+        ctx = self._claimed[run.id] = RunContext(run)
+        try:
+            if not await self.queue.claim_run(writes, run):
+                del self._claimed[run.id]
+                return False
+            ctx.prompt = await self.executor.prompt_or_none(writes.session, ctx)
+        except BaseException:
+            self._claimed.pop(run.id, None)
+            raise
+        return True
+
+    def start_claimed(self, run: Run) -> None:
+        self._launch(self._claimed.pop(run.id))
+
+    def release_claimed(self, run: Run) -> None:
+        self._claimed.pop(run.id, None)
+
+    # --- maintenance: leases, orphans, expiry ---------------------------------------------------
+
+    async def _maintenance_loop(self) -> None:
+        while True:
+            await asyncio.sleep(MAINTENANCE_INTERVAL)
+            try:
+                if self._running:
+                    for run_id in await self.queue.renew(list(self._running)):
+                        self.request_cancel(run_id)
+                await self._end_orphans(startup=False)
+                await self._expire()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("run maintenance failed")
+
+    async def _end_orphans(self, startup: bool) -> None:
+        async with self.store.writing() as writes:
+            for run in await self.queue.orphans(writes, startup):
+                await end_interrupted(writes, run, "The run was interrupted: the server executing it stopped.")
+
+    async def _expire(self) -> None:
+        async with self.store.writing() as writes:
+            for run in await self.queue.expired(writes):
+                await writes.end(run, RunStatus.EXPIRED, expect=(run.status,))
