@@ -14,7 +14,8 @@ import contextlib
 import logging
 
 from assistantd.db.models import Run
-from assistantd.runs.executor import RunContext, RunExecutor, end_interrupted
+from assistantd.runs.context import RunContext
+from assistantd.runs.executor import RunExecutor, end_interrupted
 from assistantd.runs.queue import RunQueue
 from assistantd.runs.states import RunStatus
 from assistantd.runs.store import RunStore, Writes

@@ -10,6 +10,7 @@ from assistantd import ids, tool_resources
 from assistantd.api.errors import not_found
 from assistantd.api.pagination import PageParams, paginate
 from assistantd.db.models import Message, Run, RunStep, Thread, VectorStore, VectorStoreFile
+from assistantd.runs.states import MessageStatus
 from assistantd.threads.schemas import (
     CreateMessageRequest,
     CreateThreadRequest,
@@ -92,7 +93,7 @@ async def add_message(
         tenant=tenant,
         created_at=ids.now(),
         thread_id=thread.id,
-        status="completed",
+        status=MessageStatus.COMPLETED.value,
         incomplete_details=None,
         completed_at=None,
         incomplete_at=None,

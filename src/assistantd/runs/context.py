@@ -1,0 +1,73 @@
+"""What the executor keeps about a run while this process executes it, between its writes."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from dataclasses import dataclass, field
+
+from assistantd.db.models import Message, Run, RunStep
+from assistantd.runs import prompt as prompts
+from assistantd.runs.turn import TurnReader
+
+__all__ = ["CANCEL", "OpenMessage", "RunCancelled", "RunContext", "Turn"]
+
+CANCEL = object()  # put on a turn's chunk queue: stop reading the upstream, the run is being cancelled
+
+
+class RunCancelled(Exception):
+    pass
+
+
+@dataclass
+class OpenMessage:
+    message: Message
+    step: RunStep  # its message_creation step
+    text: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RunContext:
+    """A run while this process executes it."""
+
+    run: Run
+    queue: asyncio.Queue | None = None  # the current turn's chunks
+    cancel_requested: bool = False
+    open_message: OpenMessage | None = None  # the message the model is still writing
+    images: list[str] = field(default_factory=list)  # files the tools showed, not yet in a message
+    sandbox_files: dict[str, str] = field(default_factory=dict)  # /mnt/data path → file id
+    completion_tokens: int = 0  # used by the run so far, across its turns
+    prompt_tokens: int = 0
+    prompt: prompts.Prompt | None = None  # the next turn's, when it was built in the claiming transaction
+    deadline: float = math.inf  # time.monotonic() by which this stretch of execution must end
+
+    def __post_init__(self) -> None:
+        usage = self.run.usage or {}
+        self.prompt_tokens = usage.get("prompt_tokens", 0)
+        self.completion_tokens = usage.get("completion_tokens", 0)
+
+    @property
+    def completion_budget(self) -> int | None:
+        """Completion tokens the run may still use (None: no limit)."""
+        limit = self.run.max_completion_tokens
+        return None if limit is None else limit - self.completion_tokens
+
+    def request_cancel(self) -> None:
+        self.cancel_requested = True
+        if self.queue is not None:
+            self.queue.put_nowait(CANCEL)
+
+    def add_usage(self, usage: dict[str, int]) -> None:
+        self.prompt_tokens += usage["prompt_tokens"]
+        self.completion_tokens += usage["completion_tokens"]
+        total = dict(self.run.usage or {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0})
+        for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
+            total[key] = total.get(key, 0) + usage.get(key, 0)
+        self.run.usage = total
+
+
+@dataclass
+class Turn:
+    reader: TurnReader
+    tool_step: RunStep | None = None
+    usage: dict[str, int] | None = None
