@@ -77,9 +77,10 @@ class EventBus(abc.ABC):
     What every implementation guarantees, and what one that crosses processes must keep:
 
     - **Order per run.** A subscription receives a run's events in the order they were
-      published. The executor publishes a run's events from one task, so "published" is a
-      single sequence per run; a cross-process bus must not reorder it on the way (one channel,
-      or a per-run sequence number the receiver sorts by). Events of different runs are not
+      published. In one process the event loop makes a run's events (the executor's, and a
+      cancel handler's) one sequence; a cross-process bus must keep the order in which each
+      process published them (one notification channel per process does: PostgreSQL delivers
+      one session's notifications in the order it sent them). Events of different runs are not
       ordered with each other.
     - **Nothing published after ``subscribe`` returns is lost.** A run handler subscribes
       *before* its transaction commits the queued run, so the stream sees the run's every event
@@ -92,7 +93,8 @@ class EventBus(abc.ABC):
       payload too large for a notification goes by reference, read back from the database).
     - **``watched`` may be conservative.** It lets the executor skip serialising an event no
       stream will read; a bus that cannot know whether another process watches the run
-      answers True. It must never answer False while a subscription to the run is open.
+      answers True. It must never answer False while a subscription to the run is open in
+      any process.
     """
 
     @abc.abstractmethod
