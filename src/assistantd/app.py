@@ -21,7 +21,7 @@ from assistantd.files.storage import FileStore
 from assistantd.settings import Settings, get_settings
 from assistantd.runs import tokens
 from assistantd.sandbox.pool import SandboxPool
-from assistantd.runs.events import EventBus
+from assistantd.runs.events import LocalEventBus
 from assistantd.runs.executor import RunExecutor
 from assistantd.runs.queue import RunQueue
 from assistantd.runs.store import RunStore
@@ -66,7 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.db = Database(settings.sqlalchemy_url)
         app.state.files = FileStore(settings.files_dir)
-        app.state.bus = EventBus()
+        app.state.bus = LocalEventBus()
         app.state.upstream = UpstreamClient(
             settings.upstream_base_url, settings.resolved_upstream_api_key,
             connect_timeout=settings.upstream_connect_timeout, read_timeout=settings.upstream_read_timeout,

@@ -1,13 +1,17 @@
-"""Unit tests: pure logic, no server, no database, no Docker — the whole folder runs in seconds
-(``pytest tests/unit``). They run once, not once per database backend."""
+"""Unit tests: pure logic, no server, no database, no Docker.
+
+The suite's conftest runs every test once per database backend through its session-wide
+sandbox check (``no_sandbox_left_behind``); these tests start nothing, so they replace that
+check with nothing and run once, whatever the backends.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import pytest
 
 
 @pytest.fixture(scope="session", autouse=True)
-def no_sandbox_left_behind():
-    """The suite-wide check that no sandbox container outlived its server: these tests start none
-    (and, without this override, would be repeated for every database backend)."""
+def no_sandbox_left_behind() -> Iterator[None]:
     yield

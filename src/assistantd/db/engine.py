@@ -5,10 +5,21 @@ back on any exception, so a rejected request leaves nothing half-written. On SQL
 this process take turns behind one lock: SQLite allows a single writer, and queuing in asyncio is
 cheaper and fairer than retrying on ``SQLITE_BUSY``. PostgreSQL needs no such lock.
 
-On SQLite a session is closed with a plain ``await session.close()``. The session's own
-``async with`` exit runs its close in a task of its own, so that a cancellation cannot cut it
-short; that costs a task and a turn of the event loop per session, and an inline SQLite close
-never suspends, so nothing can cut it short anyway.
+The shortcuts this module holds, all for SQLite (what they save is in the docstrings below), each
+pinned by tests/test_db_shortcuts.py where it relies on SQLAlchemy's behaviour:
+
+- the *inline* engine (:func:`_inline_sqlite_engine`): the stdlib sqlite3 driver run on the
+  event loop, marked async so that SQLAlchemy's async layer takes it, instead of aiosqlite's
+  thread hop per statement. Use it through sessions (``read()``/``write()``, ``run_sync``):
+  ``AsyncConnection.execute`` insists on a real await and refuses it. A read too long to hold
+  the loop gets its own connection in a thread (:func:`inline_sync_engine`);
+- ``BEGIN`` sent straight to the driver when SQLAlchemy begins a transaction;
+- a session closed with a plain ``await session.close()``: the session's own ``async with``
+  exit runs its close in a task of its own, so that a cancellation cannot cut it short; that
+  costs a task and a turn of the event loop per session, and an inline SQLite close never
+  suspends, so nothing can cut it short anyway.
+
+JSON columns are written by orjson on both backends (:func:`json_text`).
 """
 
 from __future__ import annotations
@@ -20,7 +31,7 @@ import sqlite3
 from collections.abc import AsyncIterator
 
 import orjson
-from sqlalchemy import create_engine, event
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 
@@ -73,6 +84,15 @@ def json_text(value) -> str:
         return orjson.dumps(value).decode()
     except TypeError:
         return json.dumps(value)
+
+
+def inline_sync_engine(session: AsyncSession) -> Engine | None:
+    """The sync engine behind ``session`` when its statements run inline on the event loop
+    (SQLite), for a read too long to hold the loop: a worker thread may use a connection of its
+    own from it (its connections are not tied to a thread). None on PostgreSQL, whose driver
+    already leaves the loop free while a statement runs."""
+    engine = session.get_bind()
+    return engine if engine.dialect.name == "sqlite" else None
 
 
 def _inline_sqlite_engine(url: str) -> AsyncEngine:

@@ -1,4 +1,7 @@
-"""Apply the Alembic migrations to head (``assistantd migrate``, and on every start)."""
+"""Apply the Alembic migrations to head (``assistantd migrate``, and on every start).
+
+No shortcut: migrations run on an ordinary async engine (migrations/env.py), not the inline one.
+"""
 
 from __future__ import annotations
 

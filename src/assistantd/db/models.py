@@ -3,6 +3,9 @@
 Every table has an integer ``seq`` (the insertion order, which is what list cursors page by:
 ``created_at`` has one-second resolution) and the public string ``id``. Every row carries the
 ``tenant`` that made it: with API keys configured, each key sees only its own objects.
+
+Plain declarative mappings, no shortcut: the hot paths' Core writes of these objects are in
+``assistantd.db.rows``.
 """
 
 from __future__ import annotations

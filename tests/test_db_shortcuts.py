@@ -1,0 +1,343 @@
+"""The SQLAlchemy behaviour that assistantd.db's performance shortcuts rely on, pinned.
+
+Each test names the shortcut it protects, and each assertion says what SQLAlchemy stopped doing,
+so that an upgrade which breaks a shortcut fails here, plainly, before it fails a run. The
+inline SQLite engine (assistantd/db/engine.py) is tested on a file in ``tmp_path``; the row
+helpers (assistantd/db/rows.py) and the JSON encoder matter on PostgreSQL too, and run on a
+fresh migrated database of every backend (``databases``, tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import sqlite3
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
+
+import pytest
+from sqlalchemy import create_engine, event, inspect, literal, select, text, update
+from sqlalchemy.exc import AwaitRequired, InvalidRequestError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
+
+from assistantd.db import (Database, inline_sync_engine, insert_objects, mark_loaded, update_object, update_object_where,
+                           update_returning)
+from assistantd.db.engine import _InlineConnection, _InlineCursor
+from assistantd.db.migrate import upgrade_to_head
+from assistantd.db.models import Thread
+from assistantd.settings import Settings
+
+T = TypeVar("T")
+
+
+def _on(url: str, scenario: Callable[[Database], Awaitable[T]]) -> T:
+    """Run ``scenario`` on a Database of ``url`` in an event loop of its own."""
+
+    async def run() -> T:
+        db = Database(url)
+        try:
+            return await scenario(db)
+        finally:
+            await db.dispose()
+
+    return asyncio.run(run())
+
+
+def _sqlite_url(tmp_path) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path / 'shortcuts.db'}"
+
+
+@pytest.fixture
+def migrated_url(databases) -> str:
+    """The async URL of a fresh database of the session's backend, migrated to head."""
+    data_dir, url = databases.new("shortcuts")
+    settings = Settings(_env_file=None, data_dir=data_dir, database_url=url)
+    upgrade_to_head(settings)
+    return settings.sqlalchemy_url
+
+
+@contextlib.contextmanager
+def _statements(db: Database) -> Iterator[list[str]]:
+    """The SQL statements ``db`` sends while the block runs (a transaction's BEGIN and COMMIT
+    are not statements here: neither driver sends them through a cursor)."""
+    seen: list[str] = []
+
+    def record(_conn, _cursor, statement, _parameters, _context, _executemany) -> None:
+        seen.append(" ".join(statement.split()))
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(db.engine.sync_engine, "before_cursor_execute", record)
+
+
+def _thread(n: int, **given: Any) -> Thread:
+    return Thread(**{"id": f"thread_{n}", "tenant": "t", "created_at": n, "tool_resources": {},
+                     "metadata_": {}, **given})
+
+
+def _kinds(statements: list[str]) -> list[str]:
+    return [s.split()[0] for s in statements]
+
+
+# --- rows.py: insert_objects, update_object, mark_loaded, update_returning (every backend) --------
+
+def test_insert_objects_leaves_detached_objects_with_their_seq_that_a_later_add_updates(migrated_url):
+    async def scenario(db: Database) -> None:
+        first, second = _thread(1), _thread(2)
+        with _statements(db) as sent:
+            async with db.write() as session:
+                await insert_objects(session, first, second)
+        assert _kinds(sent) == ["INSERT", "INSERT"], f"insert_objects sent {sent}"
+        for obj in (first, second):
+            state = inspect(obj)
+            assert state.detached, "make_transient_to_detached no longer leaves the object detached"
+            assert not state.expired_attributes and not state.unloaded, \
+                f"attributes given before the insert are no longer loaded: {state.unloaded}"
+            assert obj.tool_resources == {}  # readable with no session behind it
+        async with db.read() as session:
+            seqs = dict((await session.execute(select(Thread.id, Thread.seq))).all())
+        assert (first.seq, second.seq) == (seqs["thread_1"], seqs["thread_2"]), \
+            "inserted_primary_key no longer gives the row's seq"
+
+        first.metadata_ = {"k": "v"}
+        with _statements(db) as sent:
+            async with db.write() as session:
+                session.add(first)
+                await session.flush()
+        assert len(sent) == 1 and re.match(r"UPDATE threads SET metadata=\S+ WHERE threads\.seq = ", sent[0]), \
+            f"adding an object insert_objects wrote no longer UPDATEs only what changed since: {sent}"
+        async with db.read() as session:
+            rows = (await session.execute(select(Thread.id, Thread.metadata_).order_by(Thread.seq))).all()
+        assert rows == [("thread_1", {"k": "v"}), ("thread_2", {})]
+
+    _on(migrated_url, scenario)
+
+
+def test_insert_objects_refuses_an_unset_attribute_which_the_detached_object_would_expire():
+    # Why the refusal: a transient object's unset attribute is not in its dict, and
+    # make_transient_to_detached expires it, so reading it later fails with no session to load it.
+    partial = Thread(id="thread_1", tenant="t", created_at=1, metadata_={})
+    set_committed_value(partial, "seq", 1)
+    make_transient_to_detached(partial)
+    assert inspect(partial).expired_attributes == {"tool_resources"}, \
+        "make_transient_to_detached no longer expires exactly the unset attributes"
+
+    unset = Thread(id="thread_2", tenant="t", created_at=1, metadata_={})
+    assert unset.tool_resources is None  # reading an unset attribute does not set it...
+    with pytest.raises(ValueError, match=r"Thread\.tool_resources is not set"):
+        asyncio.run(insert_objects(None, unset))  # ...so it is refused before any statement  # type: ignore[arg-type]
+
+
+def test_update_object_and_mark_loaded_leave_no_change_for_a_flush_to_write(migrated_url):
+    async def scenario(db: Database) -> None:
+        detached, other = _thread(1), _thread(2)
+        async with db.write() as session:
+            await insert_objects(session, detached, other)
+
+        with _statements(db) as sent:
+            async with db.write() as session:
+                # A detached object, as the executor's run, message and steps are between transactions.
+                detached.metadata_ = {"n": 1}
+                await update_object(session, detached, "metadata_")
+                assert not inspect(detached).attrs.metadata_.history.has_changes(), \
+                    "set_committed_value no longer clears the attribute's pending change"
+                session.add(detached)
+                assert not session.is_modified(detached)
+                await session.flush()
+        assert _kinds(sent) == ["UPDATE"], f"a flush wrote again what update_object had written: {sent}"
+
+        with _statements(db) as sent:
+            async with db.write() as session:
+                held = await session.get(Thread, other.seq)
+                # A Core write the ORM does not see, then marked as what the row holds.
+                await session.execute(update(Thread).where(Thread.seq == held.seq).values(created_at=20))
+                mark_loaded(held, created_at=20)
+                assert held.created_at == 20 and not session.is_modified(held), \
+                    "mark_loaded no longer leaves the object unmodified"
+                await session.flush()
+                # Why update_object wants its object detached: a held object's pending change is
+                # flushed (autoflush) before any statement, update_object's own included.
+                held.metadata_ = {"n": 2}
+                await update_object(session, held, "metadata_")
+        assert _kinds(sent) == ["SELECT", "UPDATE", "UPDATE", "UPDATE"], \
+            f"mark_loaded left a change to flush, or autoflush changed: {sent}"
+        async with db.read() as session:
+            rows = (await session.execute(select(Thread.metadata_, Thread.created_at).order_by(Thread.seq))).all()
+        assert rows == [({"n": 1}, 1), ({"n": 2}, 20)]
+
+    _on(migrated_url, scenario)
+
+
+def test_update_object_where_is_a_compare_and_set_that_reports_what_it_did(migrated_url):
+    """The run state machine's ``move`` relies on this: the UPDATE matches only while the row
+    still holds an expected value, the driver's rowcount says whether it did (asyncpg's and
+    sqlite3's), and only then does the object take the values."""
+    async def scenario(db: Database) -> None:
+        thread = _thread(1)
+        async with db.write() as session:
+            await insert_objects(session, thread)
+        async with db.write() as session:
+            moved = await update_object_where(session, thread, {"created_at": 5}, {"created_at": (1, 3)})
+        assert moved and thread.created_at == 5 and not inspect(thread).attrs.created_at.history.has_changes()
+        async with db.write() as session:
+            moved = await update_object_where(session, thread, {"created_at": 9}, {"created_at": (1,)})
+        assert not moved, "a compare-and-set that matched no row reported an update (rowcount)"
+        assert thread.created_at == 5, "a refused compare-and-set changed the object"
+        async with db.read() as session:
+            assert await session.scalar(select(Thread.created_at).where(Thread.seq == thread.seq)) == 5
+
+    _on(migrated_url, scenario)
+
+
+def test_update_returning_gives_orm_objects_from_one_update_statement(migrated_url):
+    async def scenario(db: Database) -> None:
+        async with db.write() as session:
+            await insert_objects(session, _thread(1), _thread(2), _thread(3))
+        claimed = select(Thread.id).where(Thread.tenant == "t").order_by(Thread.seq).limit(2)
+        with _statements(db) as sent:
+            async with db.write() as session:
+                rows = (await session.scalars(
+                    update_returning(Thread).where(Thread.id.in_(claimed.scalar_subquery()))
+                    .values(metadata_={"claimed": True}))).all()
+        assert _kinds(sent) == ["UPDATE"], f"synchronize_session=False no longer sends the UPDATE alone: {sent}"
+        assert sorted((type(r), r.id, r.metadata_) for r in rows) == [
+            (Thread, "thread_1", {"claimed": True}), (Thread, "thread_2", {"claimed": True})], \
+            "UPDATE ... RETURNING an entity no longer gives that entity's objects with the new values"
+
+        # The documented limit: an object the session already holds is returned unrefreshed.
+        async with db.write() as session:
+            held = await session.scalar(select(Thread).where(Thread.id == "thread_3"))
+            rows = (await session.scalars(
+                update_returning(Thread).where(Thread.id == "thread_3").values(metadata_={"late": True}))).all()
+        assert rows == [held] and held.metadata_ == {}, \
+            "update_returning now refreshes objects the session holds: update its docstring"
+
+    _on(migrated_url, scenario)
+
+
+# --- engine.py: JSON columns, and the thread read of the inline engine (every backend) ------------
+
+def test_json_columns_are_written_by_orjson_on_every_backend(migrated_url, databases):
+    async def scenario(db: Database) -> str:
+        async with db.write() as session:
+            session.add(_thread(1, metadata_={"text": "é", "n": [1, 2.5, None, True]}))
+        as_text = "metadata" if databases.backend == "sqlite" else "metadata::text"
+        async with db.read() as session:
+            return (await session.execute(text(f"SELECT {as_text} FROM threads"))).scalar_one()
+
+    assert _on(migrated_url, scenario) == '{"text":"é","n":[1,2.5,null,true]}', \
+        "the engine's json_serializer is no longer what writes JSON columns"
+
+
+def test_inline_sync_engine_lets_a_thread_read_on_its_own_connection_and_is_none_elsewhere(migrated_url, databases):
+    async def scenario(db: Database) -> list[str] | None:
+        async with db.write() as session:
+            session.add_all([_thread(1), _thread(2)])
+        async with db.read() as session:
+            await session.execute(select(literal(1)))  # the loop's session holds a connection meanwhile
+            engine = inline_sync_engine(session)
+            if engine is None:
+                return None
+
+            def read() -> list[str]:
+                with engine.connect() as connection:
+                    return list(connection.execute(select(Thread.id).order_by(Thread.seq)).scalars())
+
+            return await asyncio.to_thread(read)
+
+    read = _on(migrated_url, scenario)
+    assert read == (["thread_1", "thread_2"] if databases.backend == "sqlite" else None)
+
+
+# --- engine.py: the inline SQLite engine (a file in tmp_path) -------------------------------------
+
+def test_async_engine_takes_the_stdlib_sqlite_driver_because_it_is_marked_async(tmp_path):
+    plain = create_engine(f"sqlite:///{tmp_path / 'plain.db'}")
+    with pytest.raises(InvalidRequestError, match="requires an async driver"):
+        AsyncEngine(plain)
+    plain.dialect.is_async = True
+    AsyncEngine(plain)  # accepted: the flag is all that AsyncEngine checks
+
+    async def scenario(db: Database) -> tuple[str, bool, type]:
+        async with db.read() as session:
+            connection = await session.connection()
+            driver = connection.sync_connection.connection.driver_connection
+        dialect = db.engine.sync_engine.dialect
+        return dialect.driver, dialect.is_async, type(driver)
+
+    assert _on(_sqlite_url(tmp_path), scenario) == ("pysqlite", True, _InlineConnection)
+
+
+def test_async_session_soft_closes_the_cursor_of_a_row_returning_core_statement(tmp_path, monkeypatch):
+    calls: list[sqlite3.Cursor] = []
+
+    async def soft_close(cursor) -> None:
+        calls.append(cursor)
+
+    monkeypatch.setattr(_InlineCursor, "_async_soft_close", soft_close)
+
+    async def scenario(db: Database) -> list:
+        async with db.read() as session:
+            return (await session.execute(select(literal(1)))).all()
+
+    assert _on(_sqlite_url(tmp_path), scenario) == [(1,)]
+    assert len(calls) == 1 and isinstance(calls[0], _InlineCursor), \
+        "AsyncSession no longer calls _async_soft_close on the cursor: _InlineCursor may lose it"
+
+    # Without the method, the same statement fails: why _InlineCursor has it.
+    bare = create_engine(f"sqlite:///{tmp_path / 'bare.db'}")
+    bare.dialect.is_async = True
+
+    async def without() -> None:
+        engine = AsyncEngine(bare)
+        try:
+            async with AsyncSession(engine) as session:
+                await session.execute(select(literal(1)))
+        finally:
+            await engine.dispose()
+
+    with pytest.raises(AttributeError, match="_async_soft_close"):
+        asyncio.run(without())
+
+
+def test_the_inline_engine_is_for_sessions_async_connection_execute_refuses_it(tmp_path):
+    async def scenario(db: Database) -> list:
+        async with db.engine.connect() as connection:
+            with pytest.raises(AwaitRequired):
+                await connection.execute(select(literal(1)))
+            return await connection.run_sync(lambda c: c.execute(select(literal(2))).all())
+
+    assert _on(_sqlite_url(tmp_path), scenario) == [(2,)], \
+        "run_sync on the inline engine no longer runs the sync statement"
+
+
+def test_the_begin_event_opens_a_real_transaction_that_a_rollback_undoes(tmp_path):
+    path = tmp_path / "shortcuts.db"
+
+    async def scenario(db: Database) -> None:
+        async with db.write() as session:
+            await session.execute(text("CREATE TABLE t (n INTEGER)"))
+        async with db.read() as session:
+            await session.execute(text("SELECT count(*) FROM t"))
+            driver = (await session.connection()).sync_connection.connection.driver_connection
+            assert driver.in_transaction, "a read no longer runs inside the BEGIN of the begin event"
+        assert not driver.in_transaction, "a plain session.close() no longer ends the read's transaction"
+        assert db.engine.sync_engine.pool.checkedout() == 0, "a plain session.close() no longer returns the connection"
+
+        with contextlib.suppress(RuntimeError):
+            async with db.write() as session:
+                await session.execute(text("INSERT INTO t VALUES (1)"))
+                # Uncommitted: another connection does not see it.
+                assert sqlite3.connect(path).execute("SELECT count(*) FROM t").fetchone() == (0,)
+                raise RuntimeError("rejected")
+        async with db.write() as session:
+            await session.execute(text("INSERT INTO t VALUES (2)"))
+        assert sqlite3.connect(path).execute("SELECT n FROM t").fetchall() == [(2,)], \
+            "the BEGIN sent by the begin event no longer makes the session's writes one transaction"
+
+    _on(_sqlite_url(tmp_path), scenario)
