@@ -96,3 +96,59 @@ def test_migrate_keeps_data_and_downgrade_round_trips(fresh):
     assert fresh.alembic("check").returncode != 0
     _ok(fresh.migrate())
     _ok(fresh.alembic("check"))
+
+
+def _tool_io(env: Env) -> list:
+    import asyncio
+
+    from sqlalchemy import select
+
+    from assistantd.db import Database
+    from assistantd.db.models import RunStep
+    from assistantd.settings import Settings
+
+    async def read() -> list:
+        db = Database(Settings(_env_file=None, data_dir=env.data_dir, database_url=env.url).sqlalchemy_url)
+        try:
+            async with db.read() as session:
+                return (await session.execute(select(RunStep.tool_io).where(RunStep.type == "tool_calls"))).scalars().all()
+        finally:
+            await db.dispose()
+
+    return asyncio.run(read())
+
+
+def test_tool_io_migration_moves_built_in_tool_bookkeeping_both_ways(fresh, fake_upstream):
+    """Revision 5a7c3e9b2f10: a built-in tool call's model-side record (what the model wrote and was
+    told) lives in run_steps.tool_io; downgrading puts it back inside step_details, upgrading moves it
+    out again, and the public step is the same throughout."""
+    from tests.support.fake import marker
+    from tests.support.runs import wait_run
+
+    _ok(fresh.migrate())
+    server = ServerProcess(fresh.data_dir, fresh.url, ASSISTANTD_UPSTREAM_BASE_URL=fake_upstream.base_url,
+                           ASSISTANTD_SANDBOX_WARM_POOL="0")
+    tag = fake_upstream.script({"tool_calls": [{"name": "file_search", "arguments": {"query": "q"}}]},
+                               {"chunks": ["done"]})
+    try:
+        server.start()
+        with make_http(server.url) as http:
+            a = http.post("/v1/assistants", json={"model": "gpt-4o", "tools": [{"type": "file_search"}]}).json()
+            t = http.post("/v1/threads", json={"messages": [{"role": "user", "content": marker(tag)}]}).json()
+            run = http.post(f"/v1/threads/{t['id']}/runs", json={"assistant_id": a["id"]}).json()
+            assert wait_run(http, t["id"], run["id"], until={"completed", "failed"})["status"] == "completed"
+            steps = http.get(f"/v1/threads/{t['id']}/runs/{run['id']}/steps?order=asc").json()["data"]
+        server.stop()
+        [io] = _tool_io(fresh)
+        [call_id] = io
+        assert io[call_id]["arguments"] == '{"query": "q"}' and "nothing to search" in io[call_id]["output"]
+        assert all(not k.startswith("_") for k in steps[0]["step_details"]["tool_calls"][0])
+
+        _ok(fresh.alembic("downgrade", "9d2e4b7a1c35"))
+        _ok(fresh.migrate())
+        assert _tool_io(fresh) == [io]
+        server.start()
+        with make_http(server.url) as http:
+            assert http.get(f"/v1/threads/{t['id']}/runs/{run['id']}/steps?order=asc").json()["data"] == steps
+    finally:
+        server.stop()
