@@ -325,11 +325,13 @@ class WireDelta(WireModel):
     """
 
     def model_dump(self, **kwargs: Any) -> dict[str, Any]:
-        return super().model_dump(**{"exclude_unset": True, **kwargs})
+        kwargs.setdefault("exclude_unset", True)
+        return super().model_dump(**kwargs)
 
     def model_dump_json(self, **kwargs: Any) -> str:
+        kwargs.setdefault("exclude_unset", True)
         # pydantic-core's serializer itself: BaseModel.model_dump_json only forwards to it.
-        return self.__pydantic_serializer__.to_json(self, **{"exclude_unset": True, **kwargs}).decode()
+        return self.__pydantic_serializer__.to_json(self, **kwargs).decode()
 
 
 class DeltaPart(WirePart):
