@@ -1,4 +1,7 @@
-"""Run and run-step requests, and the ``thread.run`` / ``thread.run.step`` objects."""
+"""Run and run-step requests; the ``thread.run`` and ``thread.run.step`` objects with their typed
+parts (step details, tool calls, ``last_error``, ``usage``, ``required_action``), and the
+``thread.run.step.delta`` events a run streams. They mirror openai-python's ``types/beta/threads``.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Thread and message requests, and the ``thread`` and ``thread.message`` objects."""
+"""Thread and message requests; the ``thread`` and ``thread.message`` objects with their typed
+content parts, and the ``thread.message.delta`` events a run streams."""
 
 from __future__ import annotations
 
@@ -105,6 +106,8 @@ class AttachmentTool(Lenient):
 
 
 class Attachment(Lenient):
+    """A file given to a message's tools; a message shows its attachments as they were given."""
+
     file_id: str
     tools: list[AttachmentTool] = Field(default_factory=list)
 
