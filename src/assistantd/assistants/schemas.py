@@ -8,17 +8,19 @@ from pydantic import Field
 
 from assistantd.api.types import (
     AssistantTools,
+    AutoWhenUnset,
     Metadata,
     ModelName,
     ReasoningEffort,
     RequestModel,
     ResponseFormat,
+    RowMetadata,
+    Sampling,
     Temperature,
     ToolResources,
     TopP,
     WireModel,
 )
-from assistantd.db.models import Assistant
 
 
 class CreateAssistantRequest(RequestModel):
@@ -49,25 +51,7 @@ class AssistantObject(WireModel):
     instructions: str | None
     tools: list[dict[str, Any]]
     tool_resources: dict[str, Any] | None
-    metadata: dict[str, str]
-    temperature: float | None
-    top_p: float | None
-    response_format: Any
-
-    @classmethod
-    def from_row(cls, row: Assistant) -> "AssistantObject":
-        return cls(
-            id=row.id,
-            created_at=row.created_at,
-            name=row.name,
-            description=row.description,
-            model=row.model,
-            instructions=row.instructions,
-            tools=row.tools,
-            tool_resources=row.tool_resources,
-            metadata=row.metadata_,
-            # OpenAI shows the sampling defaults rather than null.
-            temperature=1.0 if row.temperature is None else row.temperature,
-            top_p=1.0 if row.top_p is None else row.top_p,
-            response_format=row.response_format or "auto",
-        )
+    metadata: RowMetadata
+    temperature: Sampling
+    top_p: Sampling
+    response_format: AutoWhenUnset

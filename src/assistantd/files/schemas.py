@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from assistantd.api.types import WireModel
-from assistantd.db.models import File
+from assistantd.api.types import WireModel, absent_if_none
 
 # What POST /files accepts (CreateFileRequest.purpose); the server itself also writes
 # ``assistants_output`` files (code interpreter outputs).
@@ -19,22 +18,8 @@ class FileObject(WireModel):
     object: Literal["file"] = "file"
     bytes: int
     created_at: int
-    expires_at: int | None = None
+    # An integer in the spec, not nullable: absent when the file never expires.
+    expires_at: int | None = absent_if_none()
     filename: str
     purpose: str
     status: Literal["uploaded", "processed", "error"] = "processed"
-
-    # ``expires_at`` is an integer in the spec, not nullable: absent when the file never expires.
-    omit_if_none = ("expires_at",)
-
-    @classmethod
-    def from_row(cls, row: File) -> "FileObject":
-        return cls(
-            id=row.id,
-            bytes=row.bytes,
-            created_at=row.created_at,
-            expires_at=row.expires_at,
-            filename=row.filename,
-            purpose=row.purpose,
-            status=row.status,  # type: ignore[arg-type]
-        )

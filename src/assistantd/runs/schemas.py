@@ -1,26 +1,39 @@
-"""Run and run-step requests, and the ``thread.run`` / ``thread.run.step`` objects."""
+"""Run and run-step requests; the ``thread.run`` and ``thread.run.step`` objects with their typed
+parts (step details, tool calls, ``last_error``, ``usage``, ``required_action``), and the
+``thread.run.step.delta`` events a run streams. They mirror openai-python's ``types/beta/threads``.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Literal, Union
+from collections.abc import Sequence
+from typing import Any, Literal, Self, Union
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from assistantd.api.types import (
+    AutoWhenUnset,
+    DeltaPart,
+    LastError,
     Lenient,
     MAX_INT32,
     Metadata,
     ModelName,
+    OneOf,
     ReasoningEffort,
     RequestModel,
     ResponseFormat,
+    RowMetadata,
     RunTools,
+    Sampling,
     Temperature,
     ToolResources,
     TopP,
+    WireDelta,
     WireModel,
+    WirePart,
+    absent_if_none,
 )
-from assistantd.db.models import Run, RunStep
+from assistantd.db.models import RunStep
 from assistantd.threads.schemas import CreateMessageRequest, CreateThreadRequest
 
 # Statuses (ENDPOINTS.md §1).
@@ -88,7 +101,164 @@ class ModifyRunRequest(RequestModel):
     metadata: Metadata = None
 
 
+# --- parts of runs and run steps ----------------------------------------------------------------
+
+class Usage(WirePart):
+    """Tokens used: by a run over all its model turns, by a step in its one turn."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class RunLastError(LastError):
+    code: Literal["server_error", "rate_limit_exceeded", "invalid_prompt"]
+
+
+class RunStepLastError(LastError):
+    code: Literal["server_error", "rate_limit_exceeded"]
+
+
+class RunIncompleteDetails(WirePart):
+    """Which token limit ended the run."""
+
+    reason: Literal["max_completion_tokens", "max_prompt_tokens"] | None = None
+
+
+class RequiredFunction(WirePart):
+    name: str
+    arguments: str
+
+
+class RequiredToolCall(WirePart):
+    """A function call the run waits for the output of (``RunToolCallObject``)."""
+
+    id: str
+    type: Literal["function"] = "function"
+    function: RequiredFunction
+
+
+class SubmitToolOutputs(WirePart):
+    tool_calls: list[RequiredToolCall]
+
+
+class RequiredAction(WirePart):
+    """What a run in ``requires_action`` waits for: the outputs of these function calls."""
+
+    type: Literal["submit_tool_outputs"] = "submit_tool_outputs"
+    submit_tool_outputs: SubmitToolOutputs
+
+
+class MessageCreation(WirePart):
+    message_id: str
+
+
+class MessageCreationStepDetails(WirePart):
+    """The step in which the assistant wrote a message."""
+
+    type: Literal["message_creation"] = "message_creation"
+    message_creation: MessageCreation
+
+
+class Function(WirePart):
+    name: str
+    arguments: str
+    output: str | None  # null until the client submits it
+
+
+class FunctionToolCall(WirePart):
+    id: str
+    type: Literal["function"] = "function"
+    function: Function
+
+
+class CodeInterpreterLogs(WirePart):
+    """What the code printed: its stdout, stderr and any error's traceback."""
+
+    type: Literal["logs"] = "logs"
+    logs: str
+
+
+class CodeInterpreterImageFile(WirePart):
+    file_id: str
+
+
+class CodeInterpreterImage(WirePart):
+    """An image the code displayed, kept as an ``assistants_output`` file."""
+
+    type: Literal["image"] = "image"
+    image: CodeInterpreterImageFile
+
+
+CodeInterpreterOutput = OneOf[Union[CodeInterpreterLogs, CodeInterpreterImage]]
+
+
+class CodeInterpreter(WirePart):
+    input: str
+    outputs: list[CodeInterpreterOutput]
+
+
+class CodeInterpreterToolCall(WirePart):
+    id: str
+    type: Literal["code_interpreter"] = "code_interpreter"
+    code_interpreter: CodeInterpreter
+
+
+class FileSearchRankingOptions(WirePart):
+    ranker: Literal["auto", "default_2024_08_21"]
+    score_threshold: float
+
+
+class FileSearchResultContent(WirePart):
+    type: Literal["text"] = "text"
+    text: str
+
+
+class FileSearchResult(WirePart):
+    file_id: str
+    file_name: str
+    score: float
+    # The passage: shown only when the request's include[] asks for it.
+    content: list[FileSearchResultContent] | None = absent_if_none()
+
+
+class FileSearch(WirePart):
+    """Empty until the search has run."""
+
+    ranking_options: FileSearchRankingOptions | None = absent_if_none()
+    results: list[FileSearchResult] | None = absent_if_none()
+
+
+class FileSearchToolCall(WirePart):
+    id: str
+    type: Literal["file_search"] = "file_search"
+    file_search: FileSearch
+
+
+ToolCall = OneOf[Union[CodeInterpreterToolCall, FileSearchToolCall, FunctionToolCall]]
+
+
+class ToolCallsStepDetails(WirePart):
+    """The step in which the model called tools, each call with its result once it has one."""
+
+    type: Literal["tool_calls"] = "tool_calls"
+    tool_calls: list[ToolCall]
+
+    def hide_search_content(self) -> None:
+        for call in self.tool_calls:
+            if isinstance(call, FileSearchToolCall):
+                for result in call.file_search.results or ():
+                    result.content = None
+
+
+StepDetails = OneOf[Union[MessageCreationStepDetails, ToolCallsStepDetails]]
+
+
 # --- objects -----------------------------------------------------------------------------------
+
+RunStatus = Literal["queued", "in_progress", "requires_action", "cancelling", "cancelled", "failed",
+                    "completed", "incomplete", "expired"]
+
 
 class RunObject(WireModel):
     id: str
@@ -96,60 +266,35 @@ class RunObject(WireModel):
     created_at: int
     thread_id: str
     assistant_id: str
-    status: str
-    required_action: dict[str, Any] | None
-    last_error: dict[str, Any] | None
+    status: RunStatus
+    required_action: RequiredAction | None
+    last_error: RunLastError | None
     expires_at: int | None
     started_at: int | None
     cancelled_at: int | None
     failed_at: int | None
     completed_at: int | None
-    incomplete_details: dict[str, Any] | None
+    incomplete_details: RunIncompleteDetails | None
     model: str
     instructions: str
     tools: list[dict[str, Any]]
-    metadata: dict[str, str]
-    usage: dict[str, int] | None
-    temperature: float | None
-    top_p: float | None
+    metadata: RowMetadata
+    usage: Usage | None
+    temperature: Sampling
+    top_p: Sampling
     max_prompt_tokens: int | None
     max_completion_tokens: int | None
     truncation_strategy: dict[str, Any] | None
-    tool_choice: Any
+    tool_choice: AutoWhenUnset
     parallel_tool_calls: bool
-    response_format: Any
+    response_format: AutoWhenUnset
 
-    @classmethod
-    def from_row(cls, row: Run) -> "RunObject":
-        return cls(
-            id=row.id,
-            created_at=row.created_at,
-            thread_id=row.thread_id,
-            assistant_id=row.assistant_id,
-            status=row.status,
-            required_action=row.required_action,
-            last_error=row.last_error,
-            # Once a run has ended nothing can expire any more; OpenAI showed null then.
-            expires_at=row.expires_at if row.status in ACTIVE_STATUSES else None,
-            started_at=row.started_at,
-            cancelled_at=row.cancelled_at,
-            failed_at=row.failed_at,
-            completed_at=row.completed_at,
-            incomplete_details=row.incomplete_details,
-            model=row.model,
-            instructions=row.instructions,
-            tools=row.tools,
-            metadata=row.metadata_,
-            usage=row.usage,
-            temperature=1.0 if row.temperature is None else row.temperature,
-            top_p=1.0 if row.top_p is None else row.top_p,
-            max_prompt_tokens=row.max_prompt_tokens,
-            max_completion_tokens=row.max_completion_tokens,
-            truncation_strategy=row.truncation_strategy,
-            tool_choice=row.tool_choice or "auto",
-            parallel_tool_calls=row.parallel_tool_calls,
-            response_format=row.response_format or "auto",
-        )
+    @model_validator(mode="after")
+    def _nothing_expires_once_ended(self) -> Self:
+        # Once a run has ended nothing can expire any more; OpenAI showed null then.
+        if self.status not in ACTIVE_STATUSES:
+            self.expires_at = None
+        return self
 
 
 class RunStepObject(WireModel):
@@ -161,52 +306,131 @@ class RunStepObject(WireModel):
     run_id: str
     type: Literal["message_creation", "tool_calls"]
     status: Literal["in_progress", "cancelled", "failed", "completed", "expired"]
-    step_details: dict[str, Any]
-    last_error: dict[str, Any] | None
+    step_details: StepDetails
+    last_error: RunStepLastError | None
     expired_at: int | None
     cancelled_at: int | None
     failed_at: int | None
     completed_at: int | None
-    metadata: dict[str, str]
-    usage: dict[str, int] | None
+    metadata: RowMetadata
+    usage: Usage | None
 
     @classmethod
-    def from_row(cls, row: RunStep, include_search_content: bool = False) -> "RunStepObject":
-        details = row.step_details
-        if details.get("type") == "tool_calls":
-            details = _without_search_content(details, include_search_content)
-        return cls(
-            id=row.id,
-            created_at=row.created_at,
-            assistant_id=row.assistant_id,
-            thread_id=row.thread_id,
-            run_id=row.run_id,
-            type=row.type,  # type: ignore[arg-type]
-            status=row.status,  # type: ignore[arg-type]
-            step_details=details,
-            last_error=row.last_error,
-            expired_at=row.expired_at,
-            cancelled_at=row.cancelled_at,
-            failed_at=row.failed_at,
-            completed_at=row.completed_at,
-            metadata=row.metadata_,
-            usage=row.usage,
-        )
+    def from_row(cls, row: RunStep, include_search_content: bool = False) -> Self:  # type: ignore[override]
+        """File search results carry their passages only when ``include[]`` asks for them."""
+        step = super().from_row(row)
+        if not include_search_content and isinstance(step.step_details, ToolCallsStepDetails):
+            step.step_details.hide_search_content()
+        return step
 
 
-def public_tool_call(call: dict[str, Any]) -> dict[str, Any]:
-    """A stored tool call without the private keys (``_arguments``, ``_output``) the executor
-    keeps to rebuild the model's context."""
-    return {k: v for k, v in call.items() if not k.startswith("_")}
+# --- stream deltas -----------------------------------------------------------------------------
+
+class FunctionDelta(WirePart):
+    name: str | None = None
+    arguments: str | None = None
+    output: str | None = None
 
 
-def _without_search_content(details: dict[str, Any], include: bool) -> dict[str, Any]:
-    """File search results carry their text only when ``include[]`` asks for it."""
-    calls = []
-    for call in details.get("tool_calls", []):
-        call = public_tool_call(call)
-        if not include and call.get("type") == "file_search" and call["file_search"].get("results"):
-            results = [{k: v for k, v in r.items() if k != "content"} for r in call["file_search"]["results"]]
-            call = {**call, "file_search": {**call["file_search"], "results": results}}
-        calls.append(call)
-    return {**details, "tool_calls": calls}
+class _ToolCallDelta(DeltaPart):
+    type: str
+    id: str | None = None  # in the call's first delta only
+
+
+class FunctionToolCallDelta(_ToolCallDelta):
+    type: Literal["function"]
+    function: FunctionDelta | None = None
+
+
+class CodeInterpreterLogsDelta(DeltaPart):
+    type: Literal["logs"]
+    logs: str | None = None
+
+
+class CodeInterpreterImageDelta(DeltaPart):
+    type: Literal["image"]
+    image: CodeInterpreterImageFile | None = None
+
+
+CodeInterpreterOutputDelta = OneOf[Union[CodeInterpreterLogsDelta, CodeInterpreterImageDelta]]
+
+
+class CodeInterpreterDelta(WirePart):
+    """The code as the model writes it (``input``), then what it produced (``outputs``)."""
+
+    input: str | None = None
+    outputs: list[CodeInterpreterOutputDelta] | None = None
+
+
+class CodeInterpreterToolCallDelta(_ToolCallDelta):
+    type: Literal["code_interpreter"]
+    code_interpreter: CodeInterpreterDelta | None = None
+
+
+class FileSearchToolCallDelta(_ToolCallDelta):
+    type: Literal["file_search"]
+    file_search: dict[str, Any]  # the spec: "for now, this is always going to be an empty object"
+
+
+ToolCallDelta = OneOf[Union[CodeInterpreterToolCallDelta, FileSearchToolCallDelta, FunctionToolCallDelta]]
+
+
+class ToolCallsDelta(WirePart):
+    type: Literal["tool_calls"]
+    tool_calls: list[ToolCallDelta] | None = None
+
+
+class MessageCreationDelta(WirePart):
+    type: Literal["message_creation"]
+    message_creation: MessageCreation | None = None
+
+
+class RunStepDelta(WirePart):
+    step_details: OneOf[Union[MessageCreationDelta, ToolCallsDelta]] | None = None
+
+
+class RunStepDeltaEvent(WireDelta):
+    """``thread.run.step.delta``: a tool call of the step appears, or grows.
+
+    The constructors below are what the executor streams, one per upstream chunk.
+    """
+
+    id: str
+    object: Literal["thread.run.step.delta"]
+    delta: RunStepDelta
+
+    @classmethod
+    def _tool_call(cls, step_id: str, call: dict[str, Any]) -> Self:
+        return cls.__pydantic_validator__.validate_python(
+            {"id": step_id, "object": "thread.run.step.delta",
+             "delta": {"step_details": {"type": "tool_calls", "tool_calls": [call]}}})
+
+    @classmethod
+    def new_tool_call(cls, step_id: str, index: int, call_id: str, kind: str, name: str = "") -> Self:
+        """A call's first delta: its id, and its body as it starts (a function's name with
+        empty arguments and no output; code with no input and no outputs)."""
+        call: dict[str, Any] = {"index": index, "type": kind, "id": call_id}
+        if kind == "function":
+            call["function"] = {"name": name, "arguments": "", "output": None}
+        elif kind == "code_interpreter":
+            call["code_interpreter"] = {"input": "", "outputs": []}
+        else:
+            call[kind] = {}
+        return cls._tool_call(step_id, call)
+
+    @classmethod
+    def function_arguments(cls, step_id: str, index: int, piece: str) -> Self:
+        return cls._tool_call(step_id, {"index": index, "type": "function", "function": {"arguments": piece}})
+
+    @classmethod
+    def code_input(cls, step_id: str, index: int, piece: str) -> Self:
+        return cls._tool_call(step_id, {"index": index, "type": "code_interpreter",
+                                        "code_interpreter": {"input": piece}})
+
+    @classmethod
+    def code_outputs(cls, step_id: str, index: int,
+                     outputs: Sequence[CodeInterpreterLogs | CodeInterpreterImage | dict[str, Any]]) -> Self:
+        """The outputs of a finished execution, each with its index in the call's outputs."""
+        entries = [{"index": i, **(o if isinstance(o, dict) else o.model_dump())} for i, o in enumerate(outputs)]
+        return cls._tool_call(step_id, {"index": index, "type": "code_interpreter",
+                                        "code_interpreter": {"outputs": entries}})

@@ -1,20 +1,37 @@
-"""Thread and message requests, and the ``thread`` and ``thread.message`` objects."""
+"""Thread and message requests; the ``thread`` and ``thread.message`` objects with their typed
+content parts, and the ``thread.message.delta`` events a run streams."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Self, Union
 
 from pydantic import Field
 
-from assistantd.api.types import Lenient, Metadata, RequestModel, ToolResources, WireModel
-from assistantd.db.models import Message, Thread
+from assistantd.api.types import (
+    DeltaPart,
+    Lenient,
+    Metadata,
+    OneOf,
+    RequestModel,
+    RowMetadata,
+    ToolResources,
+    WireDelta,
+    WireModel,
+    WirePart,
+    absent_if_none,
+)
 
 
-# --- message content parts (request side) ------------------------------------------------------
+# --- message content parts ---------------------------------------------------------------------
+# Image parts are the same in a request and in a message (the spec's MessageContentImageFileObject
+# and MessageContentImageUrlObject); a request's text part is a string, a message's has annotations.
+
+ImageDetail = Literal["auto", "low", "high"]
+
 
 class ImageFile(Lenient):
     file_id: str
-    detail: Literal["auto", "low", "high"] | None = None
+    detail: ImageDetail | None = absent_if_none()
 
 
 class ImageFilePart(Lenient):
@@ -24,7 +41,7 @@ class ImageFilePart(Lenient):
 
 class ImageUrl(Lenient):
     url: str
-    detail: Literal["auto", "low", "high"] | None = None
+    detail: ImageDetail | None = absent_if_none()
 
 
 class ImageUrlPart(Lenient):
@@ -40,11 +57,57 @@ class TextPart(Lenient):
 ContentPart = Annotated[Union[ImageFilePart, ImageUrlPart, TextPart], Field(discriminator="type")]
 
 
+class FileCitation(WirePart):
+    file_id: str
+
+
+class FileCitationAnnotation(WirePart):
+    """A ``【i:j†name】`` marker the model copied from a file search result."""
+
+    type: Literal["file_citation"] = "file_citation"
+    text: str
+    start_index: int
+    end_index: int
+    file_citation: FileCitation
+
+
+class FilePath(WirePart):
+    file_id: str
+
+
+class FilePathAnnotation(WirePart):
+    """A ``sandbox:/mnt/data/...`` link to a file the run's code wrote."""
+
+    type: Literal["file_path"] = "file_path"
+    text: str
+    start_index: int
+    end_index: int
+    file_path: FilePath
+
+
+Annotation = OneOf[Union[FileCitationAnnotation, FilePathAnnotation]]
+
+
+class Text(WirePart):
+    value: str
+    annotations: list[Annotation]
+
+
+class TextContent(WirePart):
+    type: Literal["text"] = "text"
+    text: Text
+
+
+MessageContent = OneOf[Union[ImageFilePart, ImageUrlPart, TextContent]]
+
+
 class AttachmentTool(Lenient):
     type: Literal["code_interpreter", "file_search"]
 
 
 class Attachment(Lenient):
+    """A file given to a message's tools; a message shows its attachments as they were given."""
+
     file_id: str
     tools: list[AttachmentTool] = Field(default_factory=list)
 
@@ -86,17 +149,18 @@ def content_parts(content: str | list[Any]) -> list[dict[str, Any]]:
 
 # --- objects -----------------------------------------------------------------------------------
 
+class MessageIncompleteDetails(WirePart):
+    """Why the message ended before the model finished it."""
+
+    reason: Literal["content_filter", "max_tokens", "run_cancelled", "run_expired", "run_failed"]
+
+
 class ThreadObject(WireModel):
     id: str
     object: Literal["thread"] = "thread"
     created_at: int
     tool_resources: dict[str, Any] | None
-    metadata: dict[str, str]
-
-    @classmethod
-    def from_row(cls, row: Thread) -> "ThreadObject":
-        return cls(id=row.id, created_at=row.created_at, tool_resources=row.tool_resources,
-                   metadata=row.metadata_)
+    metadata: RowMetadata
 
 
 class MessageObject(WireModel):
@@ -105,30 +169,70 @@ class MessageObject(WireModel):
     created_at: int
     thread_id: str
     status: Literal["in_progress", "incomplete", "completed"]
-    incomplete_details: dict[str, Any] | None
+    incomplete_details: MessageIncompleteDetails | None
     completed_at: int | None
     incomplete_at: int | None
     role: Literal["user", "assistant"]
-    content: list[dict[str, Any]]
+    content: list[MessageContent]
     assistant_id: str | None
     run_id: str | None
-    attachments: list[dict[str, Any]]
-    metadata: dict[str, str]
+    attachments: list[Attachment]
+    metadata: RowMetadata
+
+
+# --- stream deltas -----------------------------------------------------------------------------
+
+class FileCitationDeltaAnnotation(DeltaPart, FileCitationAnnotation):
+    pass
+
+
+class FilePathDeltaAnnotation(DeltaPart, FilePathAnnotation):
+    pass
+
+
+AnnotationDelta = OneOf[Union[FileCitationDeltaAnnotation, FilePathDeltaAnnotation]]
+
+
+class TextDelta(WirePart):
+    """Text appended to a text part (its annotations come with the completed message)."""
+
+    value: str | None = None
+    annotations: list[AnnotationDelta] | None = None
+
+
+class TextDeltaBlock(DeltaPart):
+    type: Literal["text"]
+    text: TextDelta | None = None
+
+
+class ImageFileDelta(WirePart):
+    file_id: str | None = None
+    detail: ImageDetail | None = None
+
+
+class ImageFileDeltaBlock(DeltaPart):
+    type: Literal["image_file"]
+    image_file: ImageFileDelta | None = None
+
+
+MessageContentDelta = OneOf[Union[ImageFileDeltaBlock, TextDeltaBlock]]
+
+
+class MessageDelta(WirePart):
+    role: Literal["user", "assistant"] | None = None
+    content: list[MessageContentDelta] | None = None
+
+
+class MessageDeltaEvent(WireDelta):
+    """``thread.message.delta``: text the model just wrote, streamed as it comes."""
+
+    id: str
+    object: Literal["thread.message.delta"]
+    delta: MessageDelta
 
     @classmethod
-    def from_row(cls, row: Message) -> "MessageObject":
-        return cls(
-            id=row.id,
-            created_at=row.created_at,
-            thread_id=row.thread_id,
-            status=row.status,  # type: ignore[arg-type]
-            incomplete_details=row.incomplete_details,
-            completed_at=row.completed_at,
-            incomplete_at=row.incomplete_at,
-            role=row.role,  # type: ignore[arg-type]
-            content=row.content,
-            assistant_id=row.assistant_id,
-            run_id=row.run_id,
-            attachments=row.attachments,
-            metadata=row.metadata_,
-        )
+    def text(cls, message_id: str, index: int, value: str) -> Self:
+        """``value`` appended to the text part at ``index`` of the message's content."""
+        return cls.__pydantic_validator__.validate_python({
+            "id": message_id, "object": "thread.message.delta",
+            "delta": {"content": [{"index": index, "type": "text", "text": {"value": value, "annotations": []}}]}})

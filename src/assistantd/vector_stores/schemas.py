@@ -3,12 +3,21 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Self, Union
 
-from pydantic import AfterValidator, Field, StrictBool
+from pydantic import AfterValidator, BeforeValidator, Field, StrictBool
 
-from assistantd.api.types import Lenient, Metadata, RequestModel, WireModel, check_key_value_map
-from assistantd.db.models import VectorStore, VectorStoreFile, VectorStoreFileBatch
+from assistantd.api.types import (
+    LastError,
+    Lenient,
+    Metadata,
+    RequestModel,
+    RowMetadata,
+    WireModel,
+    absent_if_none,
+    check_key_value_map,
+)
+from assistantd.db.models import VectorStore, VectorStoreFileBatch
 
 MAX_STORE_FILES = 500
 MAX_BATCH_FILES = 2000
@@ -125,21 +134,21 @@ class VectorStoreObject(WireModel):
     id: str
     object: Literal["vector_store"] = "vector_store"
     created_at: int
-    name: str
-    description: str | None = None
+    name: Annotated[str, BeforeValidator(lambda name: name or "")]  # a string in the spec
+    # ``description`` and ``expires_after`` are not nullable in the spec: absent when unset.
+    description: str | None = absent_if_none()
     usage_bytes: int
     file_counts: FileCounts
     status: Literal["expired", "in_progress", "completed"]
-    expires_after: dict[str, Any] | None = None
+    expires_after: dict[str, Any] | None = absent_if_none()
     expires_at: int | None
     last_active_at: int | None
-    metadata: dict[str, str]
-
-    # ``expires_after`` and ``description`` are not nullable in the spec: absent when unset.
-    omit_if_none = ("expires_after", "description")
+    metadata: RowMetadata
 
     @classmethod
-    def from_row(cls, row: VectorStore, by_status: dict[str, int], usage_bytes: int, now: int) -> "VectorStoreObject":
+    def from_row(cls, row: VectorStore, by_status: dict[str, int], usage_bytes: int,  # type: ignore[override]
+                 now: int) -> Self:
+        """The store's status and counts come from its files (``by_status``: files per status)."""
         counts = FileCounts.of(by_status)
         if row.expires_at is not None and row.expires_at <= now:
             status = "expired"
@@ -147,12 +156,11 @@ class VectorStoreObject(WireModel):
             status = "in_progress"
         else:
             status = "completed"
-        return cls(
-            id=row.id, created_at=row.created_at, name=row.name or "", description=row.description,
-            usage_bytes=usage_bytes, file_counts=counts, status=status,
-            expires_after=row.expires_after, expires_at=row.expires_at,
-            last_active_at=row.last_active_at, metadata=row.metadata_,
-        )
+        return super().from_row(row, usage_bytes=usage_bytes, file_counts=counts, status=status)
+
+
+class VectorStoreFileLastError(LastError):
+    code: Literal["server_error", "unsupported_file", "invalid_file"]
 
 
 class VectorStoreFileObject(WireModel):
@@ -162,18 +170,9 @@ class VectorStoreFileObject(WireModel):
     created_at: int
     vector_store_id: str
     status: Literal["in_progress", "completed", "cancelled", "failed"]
-    last_error: dict[str, Any] | None
+    last_error: VectorStoreFileLastError | None
     chunking_strategy: dict[str, Any]
-    attributes: dict[str, Any]
-
-    @classmethod
-    def from_row(cls, row: VectorStoreFile) -> "VectorStoreFileObject":
-        return cls(
-            id=row.id, usage_bytes=row.usage_bytes, created_at=row.created_at,
-            vector_store_id=row.vector_store_id, status=row.status,  # type: ignore[arg-type]
-            last_error=row.last_error, chunking_strategy=row.chunking_strategy,
-            attributes=row.attributes or {},
-        )
+    attributes: Annotated[dict[str, Any], BeforeValidator(lambda attributes: attributes or {})]
 
 
 class VectorStoreFileBatchObject(WireModel):
@@ -185,7 +184,7 @@ class VectorStoreFileBatchObject(WireModel):
     file_counts: FileCounts
 
     @classmethod
-    def from_row(cls, row: VectorStoreFileBatch, by_status: dict[str, int]) -> "VectorStoreFileBatchObject":
+    def from_row(cls, row: VectorStoreFileBatch, by_status: dict[str, int]) -> Self:  # type: ignore[override]
         counts = FileCounts.of(by_status)
         if counts.in_progress:
             status = "in_progress"
@@ -195,8 +194,7 @@ class VectorStoreFileBatchObject(WireModel):
             status = "failed"
         else:
             status = "completed"
-        return cls(id=row.id, created_at=row.created_at, vector_store_id=row.vector_store_id,
-                   status=status, file_counts=counts)
+        return super().from_row(row, file_counts=counts, status=status)
 
 
 class TextContent(WireModel):
