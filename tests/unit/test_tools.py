@@ -6,6 +6,7 @@ import ast
 import asyncio
 from pathlib import Path
 
+from assistantd.api.types import WirePart
 from assistantd.tools import annotations
 from assistantd.tools.base import Tool, ToolContext, ToolResult, string_argument
 from assistantd.tools.presentation import BUILTIN_FUNCTIONS, tool_type_of, upstream_tools
@@ -14,13 +15,17 @@ from assistantd.tools.registry import TOOL_CLASSES, ToolRegistry
 TOOLS = Path(__file__).resolve().parents[2] / "src" / "assistantd" / "tools"
 
 
+class EchoBody(WirePart):
+    text: str
+
+
 class Echo(Tool):
     type = "echo"
     function = {"name": "echo", "parameters": {"type": "object", "properties": {"text": {"type": "string"}}}}
     streamed_argument = "text"
 
     async def run(self, arguments: str, ctx: ToolContext) -> ToolResult:
-        return ToolResult({"text": string_argument(arguments, "text")}, string_argument(arguments, "text"))
+        return ToolResult(EchoBody(text=string_argument(arguments, "text")), string_argument(arguments, "text"))
 
 
 def test_the_builtin_tools_are_registered_and_shown_to_the_model_as_their_classes_say():
@@ -43,7 +48,7 @@ def test_a_registry_looks_tools_up_by_type():
 
 def test_a_tool_runs_on_its_arguments_alone():
     result = asyncio.run(Echo().run('{"text": "hi"}', None))  # type: ignore[arg-type]
-    assert (result.call, result.output, result.sources, result.files) == ({"text": "hi"}, "hi", {}, [])
+    assert (result.call.model_dump(), result.output, result.sources, result.files) == ({"text": "hi"}, "hi", {}, [])
 
 
 def test_string_argument_tolerates_what_models_send():

@@ -36,15 +36,13 @@ from assistantd.db.models import (
 )
 from assistantd.files.schemas import FileObject
 from assistantd.runs.schemas import (
-    CodeInterpreterImage,
-    CodeInterpreterImageFile,
-    CodeInterpreterLogs,
     RunObject,
     RunStepDeltaEvent,
     RunStepObject,
     ToolCallsStepDetails,
 )
 from assistantd.threads.schemas import MessageDeltaEvent, MessageObject, ThreadObject
+from assistantd.tools.code_interpreter import CodeInterpreter as CodeInterpreterTool
 from assistantd.vector_stores.schemas import VectorStoreFileBatchObject, VectorStoreFileObject, VectorStoreObject
 from tests.support.spec import validate_event
 
@@ -302,39 +300,35 @@ def step_delta(call: dict[str, Any]) -> dict[str, Any]:
             "delta": {"step_details": {"type": "tool_calls", "tool_calls": [call]}}}
 
 
+CODE = CodeInterpreterTool(None)  # type: ignore[arg-type]  (no sandbox: only its delta bodies)
 OUTPUTS = [{"type": "logs", "logs": "1\n"}, {"type": "image", "image": {"file_id": "file_7"}}]
 DELTAS = [
     pytest.param(lambda: MessageDeltaEvent.text(MESSAGE_ID, 1, "h\u00e9llo"),
                  {"id": MESSAGE_ID, "object": "thread.message.delta", "delta": {"content": [
                      {"index": 1, "type": "text", "text": {"value": "h\u00e9llo", "annotations": []}}]}},
                  id="message-text"),
-    pytest.param(lambda: RunStepDeltaEvent.new_tool_call(STEP_ID, 0, CALL_ID, "function", "lookup"),
+    pytest.param(lambda: RunStepDeltaEvent.tool_call(STEP_ID, 0, "function",
+                                                     {"name": "lookup", "arguments": "", "output": None}, CALL_ID),
                  step_delta({"index": 0, "type": "function", "id": CALL_ID,
                              "function": {"name": "lookup", "arguments": "", "output": None}}),
                  id="function-call-opens"),
-    pytest.param(lambda: RunStepDeltaEvent.function_arguments(STEP_ID, 0, '{"city'),
+    pytest.param(lambda: RunStepDeltaEvent.tool_call(STEP_ID, 0, "function", {"arguments": '{"city'}),
                  step_delta({"index": 0, "type": "function", "function": {"arguments": '{"city'}}),
                  id="function-arguments"),
-    pytest.param(lambda: RunStepDeltaEvent.new_tool_call(STEP_ID, 1, CALL_ID, "code_interpreter"),
+    pytest.param(lambda: RunStepDeltaEvent.tool_call(STEP_ID, 1, "code_interpreter", CODE.opening(), CALL_ID),
                  step_delta({"index": 1, "type": "code_interpreter", "id": CALL_ID,
                              "code_interpreter": {"input": "", "outputs": []}}),
                  id="code-call-opens"),
-    pytest.param(lambda: RunStepDeltaEvent.code_input(STEP_ID, 1, "print("),
+    pytest.param(lambda: RunStepDeltaEvent.tool_call(STEP_ID, 1, "code_interpreter", CODE.input_delta("print(")),
                  step_delta({"index": 1, "type": "code_interpreter", "code_interpreter": {"input": "print("}}),
                  id="code-input"),
-    pytest.param(lambda: RunStepDeltaEvent.code_outputs(STEP_ID, 1, OUTPUTS),
+    pytest.param(lambda: RunStepDeltaEvent.tool_call(STEP_ID, 1, "code_interpreter", {"outputs": [
+                     {"index": i, **o} for i, o in enumerate(OUTPUTS)]}),
                  step_delta({"index": 1, "type": "code_interpreter", "code_interpreter": {"outputs": [
                      {"index": 0, "type": "logs", "logs": "1\n"},
                      {"index": 1, "type": "image", "image": {"file_id": "file_7"}}]}}),
                  id="code-outputs"),
-    pytest.param(lambda: RunStepDeltaEvent.code_outputs(STEP_ID, 1, [
-                     CodeInterpreterLogs(type="logs", logs="1\n"),
-                     CodeInterpreterImage(type="image", image=CodeInterpreterImageFile(file_id="file_7"))]),
-                 step_delta({"index": 1, "type": "code_interpreter", "code_interpreter": {"outputs": [
-                     {"index": 0, "type": "logs", "logs": "1\n"},
-                     {"index": 1, "type": "image", "image": {"file_id": "file_7"}}]}}),
-                 id="code-outputs-typed"),
-    pytest.param(lambda: RunStepDeltaEvent.new_tool_call(STEP_ID, 2, CALL_ID, "file_search"),
+    pytest.param(lambda: RunStepDeltaEvent.tool_call(STEP_ID, 2, "file_search", {}, CALL_ID),
                  step_delta({"index": 2, "type": "file_search", "id": CALL_ID, "file_search": {}}),
                  id="file-search-call-opens"),
 ]

@@ -17,7 +17,6 @@ import logging
 import time
 from typing import Any
 
-import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from assistantd import ids
@@ -26,10 +25,12 @@ from assistantd.files.storage import FileStore
 from assistantd.runs import prompt as prompts
 from assistantd.runs.context import CANCEL, OpenMessage, RunCancelled, RunContext, Turn
 from assistantd.runs.failures import RunFailure, short_message
+from assistantd.runs.schemas import RunStepDeltaEvent
 from assistantd.runs.states import MessageStatus, RunStatus, StepStatus
 from assistantd.runs.store import RunStore, Writes, new_message, new_step
 from assistantd.runs.turn import InputDelta, TextDelta, ToolCallDraft, ToolCallStarted, TurnReader
 from assistantd.settings import Settings
+from assistantd.threads.schemas import MessageDeltaEvent
 from assistantd.tools.annotations import annotate
 from assistantd.tools.base import ToolContext, ToolFailure
 from assistantd.tools.presentation import tool_type_of
@@ -176,22 +177,21 @@ class RunExecutor:
             ctx.open_message.text.append(happening.value)
             message = ctx.open_message.message
             self.store.emit_now(run_id, "thread.message.delta",
-                                _text_delta(message.id, len(message.content), happening.value))
+                                MessageDeltaEvent.text(message.id, len(message.content), happening.value))
         elif isinstance(happening, ToolCallStarted):
             if turn.tool_step is None:
                 await self._open_tool_step(ctx, turn)
             call = happening.call
-            body = self._opening(call)
-            self.store.emit_now(run_id, "thread.run.step.delta", _call_delta(turn.tool_step.id, call, body, first=True))
+            tool = self.tools.get(call.type)
+            body = {"name": call.name, "arguments": "", "output": None} if tool is None else tool.opening()
+            self.store.emit_now(run_id, "thread.run.step.delta",
+                                RunStepDeltaEvent.tool_call(turn.tool_step.id, call.index, call.type, body, call.id))
         else:
             call = happening.call
             tool = self.tools.get(call.type)
             body = {"arguments": happening.piece} if tool is None else tool.input_delta(happening.piece)
-            self.store.emit_now(run_id, "thread.run.step.delta", _call_delta(turn.tool_step.id, call, body))
-
-    def _opening(self, call: ToolCallDraft) -> dict[str, Any]:
-        tool = self.tools.get(call.type)
-        return {"name": call.name, "arguments": "", "output": None} if tool is None else tool.opening()
+            self.store.emit_now(run_id, "thread.run.step.delta",
+                                RunStepDeltaEvent.tool_call(turn.tool_step.id, call.index, call.type, body))
 
     # --- messages and steps (persist, then emit) --------------------------------------------------
 
@@ -285,7 +285,8 @@ class RunExecutor:
         step_id, run_id = turn.tool_step.id, ctx.run.id
 
         def emit_delta(body: dict[str, Any]) -> None:
-            self.store.emit_now(run_id, "thread.run.step.delta", _call_delta(step_id, call, body))
+            self.store.emit_now(run_id, "thread.run.step.delta",
+                                RunStepDeltaEvent.tool_call(step_id, call.index, call.type, body))
 
         result = await tool.run(call.arguments, ToolContext(run=ctx.run, db=self.store.db, files=self.files,
                                                            step_id=step_id, index=call.index,
@@ -298,7 +299,7 @@ class RunExecutor:
         io: dict[str, Any] = {"arguments": call.arguments, "output": result.output}
         if result.sources:
             io["sources"] = result.sources
-        return result.call, io
+        return result.call.model_dump(), io
 
     # --- ends -------------------------------------------------------------------------------------
 
@@ -345,21 +346,3 @@ async def end_interrupted(writes: Writes, run: Run, message: str) -> None:
 
 def _image_parts(file_ids: list[str]) -> list[dict[str, Any]]:
     return [{"type": "image_file", "image_file": {"file_id": f}} for f in file_ids]
-
-
-def _text_delta(message_id: str, index: int, value: str) -> str:
-    return _json({"id": message_id, "object": "thread.message.delta",
-            "delta": {"content": [{"index": index, "type": "text", "text": {"value": value, "annotations": []}}]}})
-
-
-def _call_delta(step_id: str, call: ToolCallDraft, body: dict[str, Any], *, first: bool = False) -> str:
-    entry: dict[str, Any] = {"index": call.index, "type": call.type}
-    if first:
-        entry["id"] = call.id
-    entry[call.type] = body
-    return _json({"id": step_id, "object": "thread.run.step.delta",
-                  "delta": {"step_details": {"type": "tool_calls", "tool_calls": [entry]}}})
-
-
-def _json(value: dict[str, Any]) -> str:
-    return orjson.dumps(value).decode()

@@ -5,14 +5,12 @@ parts (step details, tool calls, ``last_error``, ``usage``, ``required_action``)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, Literal, Self, Union
 
 from pydantic import Field, model_validator
 
 from assistantd.api.types import (
     AutoWhenUnset,
-    DeltaPart,
     LastError,
     Lenient,
     MAX_INT32,
@@ -31,14 +29,17 @@ from assistantd.api.types import (
     WireDelta,
     WireModel,
     WirePart,
-    absent_if_none,
 )
 from assistantd.db.models import RunStep
+from assistantd.runs.states import ACTIVE
 from assistantd.threads.schemas import CreateMessageRequest, CreateThreadRequest
+from assistantd.tools.schemas import (
+    FileSearchToolCall,
+    ToolCall,
+    ToolCallDelta,
+)
 
 # Statuses (ENDPOINTS.md §1).
-ACTIVE_STATUSES = ("queued", "in_progress", "requires_action", "cancelling")
-TERMINAL_STATUSES = ("cancelled", "failed", "completed", "incomplete", "expired")
 
 
 class TruncationStrategy(Lenient):
@@ -160,84 +161,6 @@ class MessageCreationStepDetails(WirePart):
     message_creation: MessageCreation
 
 
-class Function(WirePart):
-    name: str
-    arguments: str
-    output: str | None  # null until the client submits it
-
-
-class FunctionToolCall(WirePart):
-    id: str
-    type: Literal["function"] = "function"
-    function: Function
-
-
-class CodeInterpreterLogs(WirePart):
-    """What the code printed: its stdout, stderr and any error's traceback."""
-
-    type: Literal["logs"] = "logs"
-    logs: str
-
-
-class CodeInterpreterImageFile(WirePart):
-    file_id: str
-
-
-class CodeInterpreterImage(WirePart):
-    """An image the code displayed, kept as an ``assistants_output`` file."""
-
-    type: Literal["image"] = "image"
-    image: CodeInterpreterImageFile
-
-
-CodeInterpreterOutput = OneOf[Union[CodeInterpreterLogs, CodeInterpreterImage]]
-
-
-class CodeInterpreter(WirePart):
-    input: str
-    outputs: list[CodeInterpreterOutput]
-
-
-class CodeInterpreterToolCall(WirePart):
-    id: str
-    type: Literal["code_interpreter"] = "code_interpreter"
-    code_interpreter: CodeInterpreter
-
-
-class FileSearchRankingOptions(WirePart):
-    ranker: Literal["auto", "default_2024_08_21"]
-    score_threshold: float
-
-
-class FileSearchResultContent(WirePart):
-    type: Literal["text"] = "text"
-    text: str
-
-
-class FileSearchResult(WirePart):
-    file_id: str
-    file_name: str
-    score: float
-    # The passage: shown only when the request's include[] asks for it.
-    content: list[FileSearchResultContent] | None = absent_if_none()
-
-
-class FileSearch(WirePart):
-    """Empty until the search has run."""
-
-    ranking_options: FileSearchRankingOptions | None = absent_if_none()
-    results: list[FileSearchResult] | None = absent_if_none()
-
-
-class FileSearchToolCall(WirePart):
-    id: str
-    type: Literal["file_search"] = "file_search"
-    file_search: FileSearch
-
-
-ToolCall = OneOf[Union[CodeInterpreterToolCall, FileSearchToolCall, FunctionToolCall]]
-
-
 class ToolCallsStepDetails(WirePart):
     """The step in which the model called tools, each call with its result once it has one."""
 
@@ -292,7 +215,7 @@ class RunObject(WireModel):
     @model_validator(mode="after")
     def _nothing_expires_once_ended(self) -> Self:
         # Once a run has ended nothing can expire any more; OpenAI showed null then.
-        if self.status not in ACTIVE_STATUSES:
+        if self.status not in ACTIVE:
             self.expires_at = None
         return self
 
@@ -326,55 +249,6 @@ class RunStepObject(WireModel):
 
 # --- stream deltas -----------------------------------------------------------------------------
 
-class FunctionDelta(WirePart):
-    name: str | None = None
-    arguments: str | None = None
-    output: str | None = None
-
-
-class _ToolCallDelta(DeltaPart):
-    type: str
-    id: str | None = None  # in the call's first delta only
-
-
-class FunctionToolCallDelta(_ToolCallDelta):
-    type: Literal["function"]
-    function: FunctionDelta | None = None
-
-
-class CodeInterpreterLogsDelta(DeltaPart):
-    type: Literal["logs"]
-    logs: str | None = None
-
-
-class CodeInterpreterImageDelta(DeltaPart):
-    type: Literal["image"]
-    image: CodeInterpreterImageFile | None = None
-
-
-CodeInterpreterOutputDelta = OneOf[Union[CodeInterpreterLogsDelta, CodeInterpreterImageDelta]]
-
-
-class CodeInterpreterDelta(WirePart):
-    """The code as the model writes it (``input``), then what it produced (``outputs``)."""
-
-    input: str | None = None
-    outputs: list[CodeInterpreterOutputDelta] | None = None
-
-
-class CodeInterpreterToolCallDelta(_ToolCallDelta):
-    type: Literal["code_interpreter"]
-    code_interpreter: CodeInterpreterDelta | None = None
-
-
-class FileSearchToolCallDelta(_ToolCallDelta):
-    type: Literal["file_search"]
-    file_search: dict[str, Any]  # the spec: "for now, this is always going to be an empty object"
-
-
-ToolCallDelta = OneOf[Union[CodeInterpreterToolCallDelta, FileSearchToolCallDelta, FunctionToolCallDelta]]
-
-
 class ToolCallsDelta(WirePart):
     type: Literal["tool_calls"]
     tool_calls: list[ToolCallDelta] | None = None
@@ -392,7 +266,7 @@ class RunStepDelta(WirePart):
 class RunStepDeltaEvent(WireDelta):
     """``thread.run.step.delta``: a tool call of the step appears, or grows.
 
-    The constructors below are what the executor streams, one per upstream chunk.
+    Built by :meth:`tool_call`, once per upstream chunk on the stream's hot path.
     """
 
     id: str
@@ -400,37 +274,14 @@ class RunStepDeltaEvent(WireDelta):
     delta: RunStepDelta
 
     @classmethod
-    def _tool_call(cls, step_id: str, call: dict[str, Any]) -> Self:
+    def tool_call(cls, step_id: str, index: int, kind: str, body: dict[str, Any], call_id: str | None = None) -> Self:
+        """More of the step's ``index``-th tool call: ``body`` under its ``kind`` (what the tool
+        says: ``tools.base.Tool.opening`` / ``input_delta`` / what it streams), its id in its
+        first delta only."""
+        call: dict[str, Any] = {"index": index, "type": kind}
+        if call_id is not None:
+            call["id"] = call_id
+        call[kind] = body
         return cls.__pydantic_validator__.validate_python(
             {"id": step_id, "object": "thread.run.step.delta",
              "delta": {"step_details": {"type": "tool_calls", "tool_calls": [call]}}})
-
-    @classmethod
-    def new_tool_call(cls, step_id: str, index: int, call_id: str, kind: str, name: str = "") -> Self:
-        """A call's first delta: its id, and its body as it starts (a function's name with
-        empty arguments and no output; code with no input and no outputs)."""
-        call: dict[str, Any] = {"index": index, "type": kind, "id": call_id}
-        if kind == "function":
-            call["function"] = {"name": name, "arguments": "", "output": None}
-        elif kind == "code_interpreter":
-            call["code_interpreter"] = {"input": "", "outputs": []}
-        else:
-            call[kind] = {}
-        return cls._tool_call(step_id, call)
-
-    @classmethod
-    def function_arguments(cls, step_id: str, index: int, piece: str) -> Self:
-        return cls._tool_call(step_id, {"index": index, "type": "function", "function": {"arguments": piece}})
-
-    @classmethod
-    def code_input(cls, step_id: str, index: int, piece: str) -> Self:
-        return cls._tool_call(step_id, {"index": index, "type": "code_interpreter",
-                                        "code_interpreter": {"input": piece}})
-
-    @classmethod
-    def code_outputs(cls, step_id: str, index: int,
-                     outputs: Sequence[CodeInterpreterLogs | CodeInterpreterImage | dict[str, Any]]) -> Self:
-        """The outputs of a finished execution, each with its index in the call's outputs."""
-        entries = [{"index": i, **(o if isinstance(o, dict) else o.model_dump())} for i, o in enumerate(outputs)]
-        return cls._tool_call(step_id, {"index": index, "type": "code_interpreter",
-                                        "code_interpreter": {"outputs": entries}})

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from assistantd.api.types import WirePart
 from assistantd.db import Database
 from assistantd.db.models import Run
 from assistantd.files.storage import FileStore
@@ -56,7 +57,7 @@ class MadeFile:
 
 @dataclass
 class ToolResult:
-    call: dict[str, Any]  # the body under the call's type in the step: ``{"input": …, "outputs": […]}``
+    call: WirePart  # the call's body in the step, under its type (tools/schemas.py: CodeInterpreter, FileSearch)
     output: str  # what the model is told the tool returned
     sources: dict[str, str] = field(default_factory=dict)  # citation marker "i:j" → the cited file's id
     files: list[MadeFile] = field(default_factory=list)

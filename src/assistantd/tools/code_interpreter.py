@@ -18,6 +18,7 @@ from sqlalchemy import select
 from assistantd.api.text import repair
 from assistantd.db.models import File, Message, Run, Thread
 from assistantd.files import service as files_service
+from assistantd.tools import schemas as wire
 from assistantd.sandbox.pool import SandboxBusy, SandboxPool, SandboxUnavailable
 from assistantd.tools.base import MadeFile, Tool, ToolContext, ToolFailure, ToolResult, string_argument
 
@@ -60,30 +61,34 @@ class CodeInterpreter(Tool):
             raise ToolFailure("server_error", str(exc)) from exc
         except SandboxUnavailable as exc:
             message = f"The code interpreter is unavailable: {exc}"
-            return ToolResult({"input": code, "outputs": [{"type": "logs", "logs": message}]}, message)
+            return ToolResult(wire.CodeInterpreter(input=code, outputs=[wire.CodeInterpreterLogs(logs=message)]), message)
 
         if result.get("dropped_bytes"):
             log.info("run %s: %d bytes of code output dropped (ASSISTANTD_SANDBOX_MAX_OUTPUT_BYTES)",
                      ctx.run.id, result["dropped_bytes"])
-        outputs: list[dict[str, Any]] = []
+        outputs: list[wire.CodeInterpreterOutput] = []
         logs = _logs(result)
         if logs:
-            outputs.append({"type": "logs", "logs": logs})
+            outputs.append(wire.CodeInterpreterLogs(logs=logs))
         made: list[MadeFile] = []
         for image in result.get("images") or []:
             row = await _save_output(ctx, image["name"], base64.b64decode(image["data"]))
-            outputs.append({"type": "image", "image": {"file_id": row.id}})
+            outputs.append(_image(row.id))
             made.append(MadeFile(row.id, show=True))
         for item in result.get("files") or []:
             path = item["path"]
             row = await _save_output(ctx, posixpath.basename(path), base64.b64decode(item["data"]))
             shown = row.content_type in IMAGE_TYPES
             if shown:
-                outputs.append({"type": "image", "image": {"file_id": row.id}})
+                outputs.append(_image(row.id))
             made.append(MadeFile(row.id, path=path, show=shown))
 
-        ctx.emit_delta({"outputs": [{"index": i, **o} for i, o in enumerate(outputs)]})
-        return ToolResult({"input": code, "outputs": outputs}, _model_text(result, logs, made), files=made)
+        ctx.emit_delta({"outputs": [{"index": i, **o.model_dump()} for i, o in enumerate(outputs)]})
+        return ToolResult(wire.CodeInterpreter(input=code, outputs=outputs), _model_text(result, logs, made), files=made)
+
+
+def _image(file_id: str) -> wire.CodeInterpreterImage:
+    return wire.CodeInterpreterImage(image=wire.CodeInterpreterImageFile(file_id=file_id))
 
 
 def _model_text(result: dict[str, Any], logs: str, made: list[MadeFile]) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import select
 
 from assistantd.db.models import RunStep, Thread, VectorStore
+from assistantd.tools import schemas as wire
 from assistantd.tools.annotations import citation_marker
 from assistantd.tools.base import Tool, ToolContext, ToolFailure, ToolResult, string_argument
 from assistantd.vector_stores import service as vector_stores
@@ -39,10 +40,10 @@ class FileSearch(Tool):
     async def run(self, arguments: str, ctx: ToolContext) -> ToolResult:
         query = string_argument(arguments, "query")
         max_results, threshold = settings_of(ctx.run.tools, ctx.run.model)
-        ranking = {"ranker": RANKER, "score_threshold": threshold}
+        ranking = wire.FileSearchRankingOptions(ranker=RANKER, score_threshold=threshold)
         number = await _call_number(ctx)
         if not query.strip():
-            return ToolResult({"ranking_options": ranking, "results": []},
+            return ToolResult(wire.FileSearch(ranking_options=ranking, results=[]),
                               "The file_search tool needs a non-empty 'query' string.")
 
         stores = await store_ids(ctx)
@@ -58,8 +59,9 @@ class FileSearch(Tool):
                     vector_stores.touch(store)
         results = sorted(results, key=lambda r: -r["score"])[:max_results]
 
-        step_results = [{"file_id": r["file_id"], "file_name": r["filename"], "score": r["score"],
-                         "content": [{"type": "text", "text": r["text"]}]} for r in results]
+        step_results = [wire.FileSearchResult(file_id=r["file_id"], file_name=r["filename"], score=r["score"],
+                                              content=[wire.FileSearchResultContent(text=r["text"])])
+                        for r in results]
         if not stores:
             output = "No files are attached to this assistant or thread: there is nothing to search."
         elif not results:
@@ -67,7 +69,7 @@ class FileSearch(Tool):
         else:
             output = "\n\n".join(f"{citation_marker(number, j, r['filename'])}\n{r['text']}"
                                   for j, r in enumerate(results))
-        return ToolResult({"ranking_options": ranking, "results": step_results}, output,
+        return ToolResult(wire.FileSearch(ranking_options=ranking, results=step_results), output,
                           sources={f"{number}:{j}": r["file_id"] for j, r in enumerate(results)})
 
 
