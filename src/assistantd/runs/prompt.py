@@ -55,10 +55,12 @@ class Prompt:
 
 
 # Built once with bound parameters: building a statement costs more than running it on SQLite.
-_FILE = select(File).where(File.id == bindparam("file_id"))
-_RUN_STEPS = select(RunStep).where(RunStep.run_id == bindparam("run_id")).order_by(RunStep.seq)
-_MESSAGES_IN = select(Message).where(Message.id.in_(bindparam("ids", expanding=True)))
-_HISTORY = (select(Message).where(Message.thread_id == bindparam("thread_id"), Message.seq <= bindparam("seq"))
+_FILE = select(File).where(File.id == bindparam("file_id"), File.tenant == bindparam("tenant"))
+_RUN_STEPS = (select(RunStep).where(RunStep.run_id == bindparam("run_id"), RunStep.tenant == bindparam("tenant"))
+              .order_by(RunStep.seq))
+_MESSAGES_IN = select(Message).where(Message.id.in_(bindparam("ids", expanding=True)), Message.tenant == bindparam("tenant"))
+_HISTORY = (select(Message).where(Message.thread_id == bindparam("thread_id"), Message.tenant == bindparam("tenant"),
+                                  Message.seq <= bindparam("seq"))
             .order_by(Message.seq))
 
 
@@ -66,9 +68,9 @@ def _text(content: list[dict[str, Any]]) -> str:
     return "".join(p["text"]["value"] for p in content if p.get("type") == "text")
 
 
-async def _image_url(files: FileStore, session: AsyncSession, part: dict[str, Any]) -> dict[str, Any] | None:
+async def _image_url(files: FileStore, session: AsyncSession, tenant: str, part: dict[str, Any]) -> dict[str, Any] | None:
     ref = part["image_file"]
-    row = await session.scalar(_FILE, {"file_id": ref["file_id"]})
+    row = await session.scalar(_FILE, {"file_id": ref["file_id"], "tenant": tenant})
     if row is None:
         return None
     data = await to_thread.run_sync(files.path(row.id).read_bytes)
@@ -95,7 +97,7 @@ async def _chat_message(session: AsyncSession, files: FileStore, message: Messag
             parts.append({"type": "image_url", "image_url": part["image_url"]})
             n += tokens.IMAGE_TOKENS.get(part["image_url"].get("detail", "auto"), 765)
         elif kind == "image_file":
-            image = await _image_url(files, session, part)
+            image = await _image_url(files, session, message.tenant, part)
             if image is not None:
                 parts.append(image)
                 n += tokens.IMAGE_TOKENS.get(part["image_file"].get("detail", "auto"), 765)
@@ -104,11 +106,11 @@ async def _chat_message(session: AsyncSession, files: FileStore, message: Messag
 
 async def _run_messages(session: AsyncSession, run: Run) -> list[dict[str, Any]]:
     """What the run itself added: its text, tool calls and tool results, step by step."""
-    steps = (await session.scalars(_RUN_STEPS, {"run_id": run.id})).all()
+    steps = (await session.scalars(_RUN_STEPS, {"run_id": run.id, "tenant": run.tenant})).all()
     message_ids = [s.step_details["message_creation"]["message_id"] for s in steps if s.type == "message_creation"]
     texts: dict[str, str] = {}
     if message_ids:
-        rows = await session.scalars(_MESSAGES_IN, {"ids": message_ids})
+        rows = await session.scalars(_MESSAGES_IN, {"ids": message_ids, "tenant": run.tenant})
         texts = {m.id: _text(m.content) for m in rows}
     out: list[dict[str, Any]] = []
     for step in steps:
@@ -147,7 +149,8 @@ async def build(session: AsyncSession, files: FileStore, run: Run, upstream_mode
     fixed = tokens.count(run.instructions) + tokens.MESSAGE_OVERHEAD + sum(
         tokens.count(m.get("content") or json.dumps(m.get("tool_calls"))) + tokens.MESSAGE_OVERHEAD for m in in_run
     )
-    history_rows = (await session.scalars(_HISTORY, {"thread_id": run.thread_id, "seq": run.history_seq})).all()
+    history_rows = (await session.scalars(_HISTORY, {"thread_id": run.thread_id, "tenant": run.tenant,
+                                                      "seq": run.history_seq})).all()
     strategy = run.truncation_strategy or {"type": "auto"}
     if strategy.get("type") == "last_messages" and strategy.get("last_messages"):
         history_rows = history_rows[-int(strategy["last_messages"]):]

@@ -55,7 +55,8 @@ class FileSearch(Tool):
                     results += await self.searcher.search(session, store, [query], max_num_results=max_results,
                                                           score_threshold=threshold, query_vectors=vectors)
             async with ctx.db.write() as session:
-                for store in await session.scalars(select(VectorStore).where(VectorStore.id.in_(stores))):
+                for store in await session.scalars(select(VectorStore).where(VectorStore.id.in_(stores),
+                                                                             VectorStore.tenant == ctx.run.tenant)):
                     vector_stores.touch(store)
         results = sorted(results, key=lambda r: -r["score"])[:max_results]
 
