@@ -204,13 +204,15 @@ def test_sandboxes_are_bounded_per_server_and_per_tenant(docker, bounded, fake_u
         # Both of tenant a's sandboxes busy: its next thread waits 1 s, then its run fails.
         busy = []
         for thread_id in (second, third):
-            tag = fake_upstream.script(*code_call("import time\ntime.sleep(6)"))
+            tag = fake_upstream.script(*code_call("import time\ntime.sleep(12)"))
             a.beta.threads.messages.create(thread_id, role="user", content=f"Sleep. {marker(tag)}")
             busy.append(a.beta.threads.runs.create(thread_id=thread_id, assistant_id=bot_a.id))
         for run in busy:
             wait_for(lambda run=run: a.beta.threads.runs.steps.list(run.id, thread_id=run.thread_id).data,
                      timeout=10, what="the sleeping run's tool step")
-        time.sleep(0.5)  # the code is running
+        # The tool step opens while the model still writes the call; the sandbox is borrowed once it
+        # has. Give both runs time to start their code on a loaded machine (it sleeps 12 s).
+        time.sleep(3)
         tag = fake_upstream.script(*code_call("print(1)"))
         thread_id = a.beta.threads.create().id
         a.beta.threads.messages.create(thread_id, role="user", content=f"Run. {marker(tag)}")
