@@ -8,13 +8,14 @@ objects that follow it in the chosen order, ``before`` the ones right before it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Callable, Literal
 
-from fastapi import Query
+from fastapi import Depends, Query, Response
 from sqlalchemy import Select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from assistantd.api.errors import invalid
+from assistantd.api.types import ListResponse
 
 
 # Object ids are a prefix and 24 characters; a cursor longer than this names nothing.
@@ -46,18 +47,19 @@ def _checked(limit: int, order: str, max_limit: int) -> None:
         )
 
 
-def page_params(
+async def page_params(
     limit: int = Query(20),
     order: str = Query("desc"),
     after: str | None = Query(None),
     before: str | None = Query(None),
 ) -> PageParams:
-    """FastAPI dependency for the usual list query (limit 1..100, default 20)."""
+    """FastAPI dependency for the usual list query (limit 1..100, default 20). ``async``, as
+    every dependency is (see :mod:`assistantd.api.dependencies`)."""
     _checked(limit, order, 100)
     return PageParams(limit, order, after or None, before or None)  # type: ignore[arg-type]
 
 
-def file_page_params(
+async def file_page_params(
     limit: int = Query(10000),
     order: str = Query("desc"),
     after: str | None = Query(None),
@@ -65,6 +67,10 @@ def file_page_params(
     """``GET /files`` pages differently: limit 1..10000, default 10000, and no ``before``."""
     _checked(limit, order, 10000)
     return PageParams(limit, order, after or None, None)  # type: ignore[arg-type]
+
+
+Page = Annotated[PageParams, Depends(page_params)]
+FilePage = Annotated[PageParams, Depends(file_page_params)]
 
 
 async def paginate(session: AsyncSession, query: Select, model: Any, page: PageParams) -> tuple[list[Any], bool]:
@@ -99,3 +105,8 @@ async def paginate(session: AsyncSession, query: Select, model: Any, page: PageP
         rows.reverse()
     return rows, has_more
 
+
+def listed(found: tuple[list[Any], bool], wire: Callable[[Any], Any]) -> Response:
+    """A page :func:`paginate` found, as its list response: each row made a wire object by ``wire``."""
+    rows, has_more = found
+    return ListResponse.of([wire(r) for r in rows], has_more).response()

@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from assistantd import ids, tool_resources
-from assistantd.api.errors import not_found
+from assistantd.api.dependencies import OneOfTenant
 from assistantd.api.pagination import PageParams, paginate
 from assistantd.api.types import dump_response_format, dump_tools
 from assistantd.assistants.schemas import CreateAssistantRequest, ModifyAssistantRequest
 from assistantd.db.models import Assistant
-
-
-_ASSISTANT = select(Assistant).where(Assistant.id == bindparam("assistant_id"),
-                                     Assistant.tenant == bindparam("tenant"))
-
-
-async def get(session: AsyncSession, tenant: str, assistant_id: str) -> Assistant:
-    row = await session.scalar(_ASSISTANT, {"assistant_id": assistant_id, "tenant": tenant})
-    if row is None:
-        raise not_found("assistant", assistant_id)
-    return row
 
 
 async def create(session: AsyncSession, tenant: str, body: CreateAssistantRequest) -> Assistant:
@@ -46,10 +35,8 @@ async def create(session: AsyncSession, tenant: str, body: CreateAssistantReques
     return row
 
 
-async def modify(
-    session: AsyncSession, tenant: str, assistant_id: str, body: ModifyAssistantRequest
-) -> Assistant:
-    row = await get(session, tenant, assistant_id)
+async def modify(session: AsyncSession, row: Assistant, body: ModifyAssistantRequest) -> Assistant:
+    """``row``: the tenant's assistant, as its loader found it."""
     given = body.model_fields_set
     for field in ("name", "description", "instructions", "reasoning_effort", "temperature", "top_p"):
         if field in given:
@@ -59,7 +46,7 @@ async def modify(
     if "tools" in given:
         row.tools = dump_tools(body.tools)
     if "tool_resources" in given:
-        row.tool_resources = await tool_resources.normalize(session, tenant, body.tool_resources)
+        row.tool_resources = await tool_resources.normalize(session, row.tenant, body.tool_resources)
     if "metadata" in given:
         row.metadata_ = body.metadata or {}
     if "response_format" in given:
@@ -68,8 +55,7 @@ async def modify(
     return row
 
 
-async def delete(session: AsyncSession, tenant: str, assistant_id: str) -> None:
-    await session.delete(await get(session, tenant, assistant_id))
+get = OneOfTenant(Assistant, "assistant")
 
 
 async def list_page(session: AsyncSession, tenant: str, page: PageParams):

@@ -10,9 +10,11 @@ from assistantd import ids
 from assistantd.api.auth import require_tenant
 from assistantd.api.body import JSONRoute
 from assistantd.api.errors import APIError, invalid
-from assistantd.api.pagination import PageParams, file_page_params
-from assistantd.api.types import Deleted, ListResponse
+from assistantd.api.dependencies import RequestScope
+from assistantd.api.pagination import FilePage, listed
+from assistantd.api.types import Deleted
 from assistantd.files import service
+from assistantd.files.dependencies import TenantFile
 from assistantd.vector_stores import service as vector_stores_service
 from assistantd.files.schemas import (
     MAX_EXPIRY_SECONDS,
@@ -117,39 +119,32 @@ async def upload_file(request: Request, tenant: str = Depends(require_tenant)):
 
 
 @router.get("")
-async def list_files(request: Request, page: PageParams = Depends(file_page_params),
-                     purpose: str | None = Query(None), tenant: str = Depends(require_tenant)):
-    async with request.app.state.db.read() as session:
-        rows, has_more = await service.list_page(session, tenant, page, purpose)
-    return ListResponse.of([FileObject.from_row(r) for r in rows], has_more).response()
+async def list_files(page: FilePage, scope: RequestScope, purpose: str | None = Query(None)):
+    return listed(await service.list_page(scope.session, scope.tenant, page, purpose), FileObject.from_row)
 
 
 @router.get("/{file_id}")
-async def retrieve_file(file_id: str, request: Request, tenant: str = Depends(require_tenant)):
-    async with request.app.state.db.read() as session:
-        row = await service.get(session, tenant, file_id)
-    return FileObject.from_row(row).response()
+async def retrieve_file(file: TenantFile):
+    return FileObject.from_row(file).response()
 
 
 @router.delete("/{file_id}")
-async def delete_file(file_id: str, request: Request, tenant: str = Depends(require_tenant)):
-    async with request.app.state.db.write() as session:
-        await session.delete(await service.get(session, tenant, file_id))
-        await vector_stores_service.forget_files(session, [file_id])
-    await request.app.state.files.remove(file_id)
+async def delete_file(file: TenantFile, scope: RequestScope, request: Request):
+    file_id, stored = file.id, request.app.state.files
+    await scope.session.delete(file)
+    await vector_stores_service.forget_files(scope.session, [file_id])
+    scope.after(lambda: stored.remove(file_id))  # the bytes go once the row is gone for good
     return Deleted(id=file_id, object="file").response()
 
 
 @router.get("/{file_id}/content")
-async def file_content(file_id: str, request: Request, tenant: str = Depends(require_tenant)):
-    async with request.app.state.db.read() as session:
-        row = await service.get(session, tenant, file_id)
-    path = request.app.state.files.path(file_id)
+async def file_content(file: TenantFile, request: Request):
+    path = request.app.state.files.path(file.id)
     if not path.is_file():
         # The expiry sweep (or a delete) removed the bytes after the row was read.
-        raise APIError(404, f"No such File object: {file_id}", param="id")
-    return FileResponse(path, media_type=row.content_type,
-                        filename=row.filename, content_disposition_type="attachment")
+        raise service.file_not_found(file.id)
+    return FileResponse(path, media_type=file.content_type,
+                        filename=file.filename, content_disposition_type="attachment")
 
 
 async def sweep_expired(state) -> int:

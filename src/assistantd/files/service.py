@@ -9,6 +9,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from assistantd import ids
+from assistantd.api.dependencies import one_or_404
 from assistantd.api.errors import APIError
 from assistantd.api.pagination import PageParams, paginate
 from assistantd.db.models import File
@@ -29,13 +30,13 @@ def live(query, now: int | None = None):
     return query.where(or_(File.expires_at.is_(None), File.expires_at > now))
 
 
+def file_not_found(file_id: str) -> APIError:
+    return APIError(404, f"No such File object: {file_id}", param="id")
+
+
 async def get(session: AsyncSession, tenant: str, file_id: str) -> File:
-    row = await session.scalar(
-        live(select(File).where(File.id == file_id, File.tenant == tenant), ids.now())
-    )
-    if row is None:
-        raise APIError(404, f"No such File object: {file_id}", param="id")
-    return row
+    return await one_or_404(session, live(select(File).where(File.id == file_id, File.tenant == tenant)), {},
+                            lambda: file_not_found(file_id))
 
 
 def new_row(tenant: str, filename: str, purpose: str, size: int, content_type: str,

@@ -3,23 +3,22 @@ retrieve, update, cancel, submit tool outputs, and run steps."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from sse_starlette import EventSourceResponse
 
-from assistantd.api.auth import require_tenant
 from assistantd.api.body import JSONRoute
+from assistantd.api.dependencies import RequestScope, Scope
 from assistantd.api.errors import invalid
-from assistantd.api.pagination import PageParams, page_params
-from assistantd.api.types import ListResponse
+from assistantd.api.pagination import Page, listed
 from assistantd.db.models import Run
 from assistantd.runs import service
+from assistantd.runs.dependencies import RunWrites, TenantRun, TenantStep, ThreadForRun
 from assistantd.runs.events import DONE_FRAME, Event, Subscription
-from assistantd.runs.store import Writes
 from assistantd.runs.schemas import (
     CreateRunRequest,
     CreateThreadAndRunRequest,
@@ -28,6 +27,8 @@ from assistantd.runs.schemas import (
     RunStepObject,
     SubmitToolOutputsRequest,
 )
+from assistantd.threads.dependencies import TenantThread
+from assistantd.runs.store import Writes
 from assistantd.threads.schemas import ThreadObject
 
 log = logging.getLogger("assistantd")
@@ -86,24 +87,28 @@ class _Writing:
         return snapshot
 
 
-@contextlib.asynccontextmanager
-async def _writing(request: Request, stream: bool | None) -> AsyncIterator[tuple[Writes, _Writing]]:
-    """The request's transaction, and then the run's start."""
+def _writing(request: Request, scope: Scope, stream: bool | None) -> _Writing:
+    """The run's start, around the request's transaction (``scope``'s): once it has committed,
+    the claimed run starts (or an executor is woken); if it fails, the subscription and the
+    claim are given up."""
     writing = _Writing(request, stream)
     executor = request.app.state.worker
-    try:
-        async with request.app.state.store.writing() as writes:
-            yield writes, writing
-    except BaseException:
+
+    def failed() -> None:
         if writing.subscription is not None:
             writing.subscription.close()
         if writing.claimed is not None:
             executor.release_claimed(writing.claimed)
-        raise
-    if writing.claimed is not None:
-        executor.start_claimed(writing.claimed)
-    else:
-        executor.wake()
+
+    def committed() -> None:
+        if writing.claimed is not None:
+            executor.start_claimed(writing.claimed)
+        else:
+            executor.wake()
+
+    scope.on_failure(failed)
+    scope.after(committed)
+    return writing
 
 
 async def include_param(include: list[str] | None = Query(None, alias="include[]")) -> bool:
@@ -117,15 +122,17 @@ async def include_param(include: list[str] | None = Query(None, alias="include[]
     return bool(include)
 
 
+SearchContent = Annotated[bool, Depends(include_param)]
+
+
 @router.post("/threads/{thread_id}/runs")
-async def create_run(thread_id: str, body: CreateRunRequest, request: Request,
-                     search_content: bool = Depends(include_param),
-                     tenant: str = Depends(require_tenant)):
-    async with _writing(request, body.stream) as (writes, writing):
-        thread, last_seq = await service.thread_for_run(writes.session, tenant, thread_id)
-        run = await service.create(writes, tenant, thread, last_seq, body,
-                                   request.app.state.settings.run_expiry_seconds, search_content)
-        run_obj = await writing.queued(writes, run)
+async def create_run(body: CreateRunRequest, request: Request, search_content: SearchContent,
+                     target: ThreadForRun, scope: RequestScope, writes: RunWrites):
+    writing = _writing(request, scope, body.stream)
+    thread, last_seq = target
+    run = await service.create(writes, scope.tenant, thread, last_seq, body,
+                               request.app.state.settings.run_expiry_seconds, search_content)
+    run_obj = await writing.queued(writes, run)
     if writing.subscription is None:
         return run_obj.response()
     return _stream(writing.subscription, [Event.of("thread.run.created", run_obj),
@@ -133,12 +140,12 @@ async def create_run(thread_id: str, body: CreateRunRequest, request: Request,
 
 
 @router.post("/threads/runs")
-async def create_thread_and_run(body: CreateThreadAndRunRequest, request: Request,
-                                tenant: str = Depends(require_tenant)):
-    async with _writing(request, body.stream) as (writes, writing):
-        thread, run = await service.create_thread_and_run(
-            writes, tenant, body, request.app.state.settings.run_expiry_seconds)
-        run_obj = await writing.queued(writes, run)
+async def create_thread_and_run(body: CreateThreadAndRunRequest, request: Request, scope: RequestScope,
+                                writes: RunWrites):
+    writing = _writing(request, scope, body.stream)
+    thread, run = await service.create_thread_and_run(
+        writes, scope.tenant, body, request.app.state.settings.run_expiry_seconds)
+    run_obj = await writing.queued(writes, run)
     if writing.subscription is None:
         return run_obj.response()
     return _stream(writing.subscription, [Event.of("thread.created", ThreadObject.from_row(thread)),
@@ -147,50 +154,38 @@ async def create_thread_and_run(body: CreateThreadAndRunRequest, request: Reques
 
 
 @router.get("/threads/{thread_id}/runs")
-async def list_runs(thread_id: str, request: Request, page: PageParams = Depends(page_params),
-                    tenant: str = Depends(require_tenant)):
-    async with request.app.state.db.read() as session:
-        rows, has_more = await service.list_page(session, tenant, thread_id, page)
-    return ListResponse.of([RunObject.from_row(r) for r in rows], has_more).response()
+async def list_runs(page: Page, thread: TenantThread, scope: RequestScope):
+    return listed(await service.list_page(scope.session, thread, page), RunObject.from_row)
 
 
 @router.get("/threads/{thread_id}/runs/{run_id}")
-async def retrieve_run(thread_id: str, run_id: str, request: Request, tenant: str = Depends(require_tenant)):
-    async with request.app.state.db.read() as session:
-        run = await service.get(session, tenant, thread_id, run_id)
+async def retrieve_run(run: TenantRun):
     return RunObject.from_row(run).response()
 
 
 @router.post("/threads/{thread_id}/runs/{run_id}")
-async def modify_run(thread_id: str, run_id: str, body: ModifyRunRequest, request: Request,
-                     tenant: str = Depends(require_tenant)):
-    async with request.app.state.db.write() as session:
-        run = await service.get(session, tenant, thread_id, run_id)
-        if "metadata" in body.model_fields_set:
-            run.metadata_ = body.metadata or {}
-        await session.flush()
-        return RunObject.from_row(run).response()
+async def modify_run(body: ModifyRunRequest, run: TenantRun, scope: RequestScope):
+    if "metadata" in body.model_fields_set:
+        run.metadata_ = body.metadata or {}
+    await scope.session.flush()
+    return RunObject.from_row(run).response()
 
 
 @router.post("/threads/{thread_id}/runs/{run_id}/cancel")
-async def cancel_run(thread_id: str, run_id: str, request: Request, tenant: str = Depends(require_tenant)):
+async def cancel_run(run: TenantRun, scope: RequestScope, writes: RunWrites, request: Request):
     state = request.app.state
-    async with state.store.writing() as writes:
-        run = await service.get(writes.session, tenant, thread_id, run_id)
-        executing = await service.cancel(writes, run)
-    if executing:
-        state.worker.request_cancel(run.id)
+    if await service.cancel(writes, run):  # it is executing: its executor is told once this commits
+        run_id = run.id
+        scope.after(lambda: state.worker.request_cancel(run_id))
     return RunObject.from_row(run).response()
 
 
 @router.post("/threads/{thread_id}/runs/{run_id}/submit_tool_outputs")
-async def submit_tool_outputs(thread_id: str, run_id: str, body: SubmitToolOutputsRequest, request: Request,
-                              tenant: str = Depends(require_tenant)):
-    async with _writing(request, body.stream) as (writes, writing):
-        run = await service.get(writes.session, tenant, thread_id, run_id)
-        step = await service.submit_tool_outputs(writes, run, body,
-                                                  request.app.state.settings.run_expiry_seconds)
-        run_obj = await writing.queued(writes, run)
+async def submit_tool_outputs(body: SubmitToolOutputsRequest, request: Request, run: TenantRun, scope: RequestScope,
+                              writes: RunWrites):
+    writing = _writing(request, scope, body.stream)
+    step = await service.submit_tool_outputs(writes, run, body, request.app.state.settings.run_expiry_seconds)
+    run_obj = await writing.queued(writes, run)
     if writing.subscription is None:
         return run_obj.response()
     return _stream(writing.subscription, [Event.of("thread.run.step.completed", RunStepObject.from_row(step)),
@@ -198,18 +193,11 @@ async def submit_tool_outputs(thread_id: str, run_id: str, body: SubmitToolOutpu
 
 
 @router.get("/threads/{thread_id}/runs/{run_id}/steps")
-async def list_run_steps(thread_id: str, run_id: str, request: Request, page: PageParams = Depends(page_params),
-                         search_content: bool = Depends(include_param),
-                         tenant: str = Depends(require_tenant)):
-    async with request.app.state.db.read() as session:
-        rows, has_more = await service.list_steps(session, tenant, thread_id, run_id, page)
-    return ListResponse.of([RunStepObject.from_row(r, search_content) for r in rows], has_more).response()
+async def list_run_steps(page: Page, search_content: SearchContent, run: TenantRun, scope: RequestScope):
+    return listed(await service.list_steps(scope.session, run, page),
+                  lambda step: RunStepObject.from_row(step, search_content))
 
 
 @router.get("/threads/{thread_id}/runs/{run_id}/steps/{step_id}")
-async def retrieve_run_step(thread_id: str, run_id: str, step_id: str, request: Request,
-                            search_content: bool = Depends(include_param),
-                            tenant: str = Depends(require_tenant)):
-    async with request.app.state.db.read() as session:
-        step = await service.get_step(session, tenant, thread_id, run_id, step_id)
+async def retrieve_run_step(search_content: SearchContent, step: TenantStep):
     return RunStepObject.from_row(step, search_content).response()

@@ -12,6 +12,7 @@ from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from assistantd import ids
+from assistantd.api.dependencies import one_or_404
 from assistantd.api.errors import APIError, invalid, not_found
 from assistantd.api.pagination import PageParams, paginate
 from assistantd.api.types import dump_response_format, dump_tools
@@ -28,8 +29,11 @@ from assistantd.runs.store import Writes
 from assistantd.threads import service as threads
 
 
-# Statements on every request's path are built once, with bound parameters (see threads.service).
-_RUN = select(Run).where(Run.id == bindparam("run_id"), Run.thread_id == bindparam("thread_id"))
+# Statements on every request's path are built once, with bound parameters (see api.dependencies.OneOfTenant).
+_RUN = select(Run).where(Run.id == bindparam("run_id"), Run.thread_id == bindparam("thread_id"),
+                         Run.tenant == bindparam("tenant"))
+_STEP = select(RunStep).where(RunStep.id == bindparam("step_id"), RunStep.run_id == bindparam("run_id"),
+                              RunStep.thread_id == bindparam("thread_id"), RunStep.tenant == bindparam("tenant"))
 _LOCK_THREAD = select(Thread.id).where(Thread.id == bindparam("thread_id")).with_for_update()
 _ACTIVE_RUN = select(Run.id).where(Run.thread_id == bindparam("thread_id"),
                                    Run.status.in_(states.ACTIVE)).limit(1)
@@ -37,11 +41,9 @@ _LAST_MESSAGE_SEQ = select(func.coalesce(func.max(Message.seq), 0)).where(Messag
 
 
 async def get(session: AsyncSession, tenant: str, thread_id: str, run_id: str) -> Run:
-    await threads.get(session, tenant, thread_id)
-    row = await session.scalar(_RUN, {"run_id": run_id, "thread_id": thread_id})
-    if row is None:
-        raise not_found("run", run_id)
-    return row
+    """The run of that thread of that tenant, or the 404 of the thread or of the run."""
+    return await one_or_404(session, _RUN, {"run_id": run_id, "thread_id": thread_id, "tenant": tenant},
+                            lambda: not_found("run", run_id), lambda: threads.get(session, tenant, thread_id))
 
 
 # On SQLite, where writers take turns, the thread, its active run and its last message are read
@@ -167,9 +169,10 @@ async def create_thread_and_run(writes: Writes, tenant: str, body: CreateThreadA
     return thread, await create(writes, tenant, thread, last_seq, body, expiry_seconds)
 
 
-async def list_page(session: AsyncSession, tenant: str, thread_id: str, page: PageParams):
-    await threads.get(session, tenant, thread_id)
-    return await paginate(session, select(Run).where(Run.thread_id == thread_id), Run, page)
+async def list_page(session: AsyncSession, thread: Thread, page: PageParams):
+    """``thread``: the tenant's thread, as its loader found it."""
+    query = select(Run).where(Run.thread_id == thread.id, Run.tenant == thread.tenant)
+    return await paginate(session, query, Run, page)
 
 
 async def cancel(writes: Writes, run: Run) -> bool:
@@ -236,14 +239,14 @@ async def submit_tool_outputs(writes: Writes, run: Run, body: SubmitToolOutputsR
     return step
 
 
-async def list_steps(session: AsyncSession, tenant: str, thread_id: str, run_id: str, page: PageParams):
-    await get(session, tenant, thread_id, run_id)
-    return await paginate(session, select(RunStep).where(RunStep.run_id == run_id), RunStep, page)
+async def list_steps(session: AsyncSession, run: Run, page: PageParams):
+    """``run``: the tenant's run, as its loader found it."""
+    query = select(RunStep).where(RunStep.run_id == run.id, RunStep.tenant == run.tenant)
+    return await paginate(session, query, RunStep, page)
 
 
 async def get_step(session: AsyncSession, tenant: str, thread_id: str, run_id: str, step_id: str) -> RunStep:
-    await get(session, tenant, thread_id, run_id)
-    row = await session.scalar(select(RunStep).where(RunStep.id == step_id, RunStep.run_id == run_id))
-    if row is None:
-        raise not_found("run step", step_id)
-    return row
+    """The step of that run of that thread of that tenant, or the 404 of the first one missing."""
+    params = {"step_id": step_id, "run_id": run_id, "thread_id": thread_id, "tenant": tenant}
+    return await one_or_404(session, _STEP, params, lambda: not_found("run step", step_id),
+                            lambda: get(session, tenant, thread_id, run_id))

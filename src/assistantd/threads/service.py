@@ -7,6 +7,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from assistantd import ids, tool_resources
+from assistantd.api.dependencies import OneOfTenant, one_or_404
 from assistantd.api.errors import not_found
 from assistantd.api.pagination import PageParams, paginate
 from assistantd.db.models import Message, Run, RunStep, Thread, VectorStore, VectorStoreFile
@@ -21,16 +22,7 @@ from assistantd.threads.schemas import (
 )
 
 
-# Statements on every request's path are built once, with bound parameters: building a
-# SQLAlchemy expression costs more than running it on SQLite.
-_THREAD = select(Thread).where(Thread.id == bindparam("thread_id"), Thread.tenant == bindparam("tenant"))
-
-
-async def get(session: AsyncSession, tenant: str, thread_id: str) -> Thread:
-    row = await session.scalar(_THREAD, {"thread_id": thread_id, "tenant": tenant})
-    if row is None:
-        raise not_found("thread", thread_id)
-    return row
+get = OneOfTenant(Thread, "thread")
 
 
 async def create(session: AsyncSession, tenant: str, body: CreateThreadRequest) -> Thread:
@@ -48,21 +40,19 @@ async def create(session: AsyncSession, tenant: str, body: CreateThreadRequest) 
     return thread
 
 
-async def modify(session: AsyncSession, tenant: str, thread_id: str, body: ModifyThreadRequest) -> Thread:
-    thread = await get(session, tenant, thread_id)
+async def modify(session: AsyncSession, thread: Thread, body: ModifyThreadRequest) -> Thread:
+    """``thread``: the tenant's thread, as its loader found it (so for the other functions taking one)."""
     if "tool_resources" in body.model_fields_set:
-        thread.tool_resources = await tool_resources.normalize(session, tenant, body.tool_resources)
+        thread.tool_resources = await tool_resources.normalize(session, thread.tenant, body.tool_resources)
     if "metadata" in body.model_fields_set:
         thread.metadata_ = body.metadata or {}
     await session.flush()
     return thread
 
 
-async def delete(session: AsyncSession, tenant: str, thread_id: str) -> None:
-    thread = await get(session, tenant, thread_id)
-    await session.execute(sql_delete(RunStep).where(RunStep.thread_id == thread.id))
-    await session.execute(sql_delete(Run).where(Run.thread_id == thread.id))
-    await session.execute(sql_delete(Message).where(Message.thread_id == thread.id))
+async def delete(session: AsyncSession, thread: Thread) -> None:
+    for table in (RunStep, Run, Message):
+        await session.execute(sql_delete(table).where(table.thread_id == thread.id, table.tenant == thread.tenant))
     await session.delete(thread)
 
 
@@ -140,38 +130,26 @@ async def _add_to_thread_store(session: AsyncSession, tenant: str, thread: Threa
     await session.flush()
 
 
+# Statements on every request's path are built once, with bound parameters (see OneOfTenant).
+_MESSAGE = select(Message).where(Message.id == bindparam("message_id"), Message.thread_id == bindparam("thread_id"),
+                                 Message.tenant == bindparam("tenant"))
+
+
 async def get_message(session: AsyncSession, tenant: str, thread_id: str, message_id: str) -> Message:
-    row = await session.scalar(
-        select(Message).where(
-            Message.id == message_id, Message.thread_id == thread_id, Message.tenant == tenant
-        )
-    )
-    if row is None:
-        raise not_found("message", message_id)
-    return row
+    """The message of that thread of that tenant, or the 404 of the thread or of the message."""
+    return await one_or_404(session, _MESSAGE, {"message_id": message_id, "thread_id": thread_id, "tenant": tenant},
+                            lambda: not_found("message", message_id), lambda: get(session, tenant, thread_id))
 
 
-async def modify_message(
-    session: AsyncSession, tenant: str, thread_id: str, message_id: str, body: ModifyMessageRequest
-) -> Message:
-    await get(session, tenant, thread_id)
-    message = await get_message(session, tenant, thread_id, message_id)
+def modify_message(message: Message, body: ModifyMessageRequest) -> Message:
+    """Only a message's metadata changes; the request's transaction writes it."""
     if "metadata" in body.model_fields_set:
         message.metadata_ = body.metadata or {}
-    await session.flush()
     return message
 
 
-async def delete_message(session: AsyncSession, tenant: str, thread_id: str, message_id: str) -> None:
-    await get(session, tenant, thread_id)
-    await session.delete(await get_message(session, tenant, thread_id, message_id))
-
-
-async def list_messages(
-    session: AsyncSession, tenant: str, thread_id: str, page: PageParams, run_id: str | None
-):
-    await get(session, tenant, thread_id)
-    query = select(Message).where(Message.thread_id == thread_id)
+async def list_messages(session: AsyncSession, thread: Thread, page: PageParams, run_id: str | None):
+    query = select(Message).where(Message.thread_id == thread.id, Message.tenant == thread.tenant)
     if run_id:
         query = query.where(Message.run_id == run_id)
     return await paginate(session, query, Message, page)

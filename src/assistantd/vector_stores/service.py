@@ -15,8 +15,10 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from assistantd import ids
+from assistantd.api.dependencies import OneOfTenant, one_or_404
 from assistantd.api.errors import APIError, invalid
 from assistantd.api.pagination import PageParams, paginate
+from assistantd.api.types import Deleted
 from assistantd.db.models import Chunk, File, VectorStore, VectorStoreFile, VectorStoreFileBatch
 from assistantd.files import service as files_service
 from assistantd.vector_stores import chunking
@@ -31,16 +33,7 @@ from assistantd.vector_stores.schemas import (
 FILE_STATUSES = ("in_progress", "completed", "failed", "cancelled")
 
 
-def vs_not_found(vector_store_id: str) -> APIError:
-    return APIError(404, f"No vector store found with id '{vector_store_id}'.")
-
-
-async def get(session: AsyncSession, tenant: str, vector_store_id: str) -> VectorStore:
-    row = await session.scalar(
-        select(VectorStore).where(VectorStore.id == vector_store_id, VectorStore.tenant == tenant))
-    if row is None:
-        raise vs_not_found(vector_store_id)
-    return row
+get = OneOfTenant(VectorStore, "vector store")
 
 
 async def existing_ids(session: AsyncSession, tenant: str, vector_store_ids: Iterable[str]) -> set[str]:
@@ -114,9 +107,8 @@ async def create_from_request(session: AsyncSession, tenant: str, body: CreateVe
         metadata=body.metadata, file_ids=body.file_ids, chunking_strategy=body.chunking_strategy)
 
 
-async def update_store(session: AsyncSession, tenant: str, vector_store_id: str,
-                       body: UpdateVectorStoreRequest) -> VectorStore:
-    row = await get(session, tenant, vector_store_id)
+async def update_store(session: AsyncSession, row: VectorStore, body: UpdateVectorStoreRequest) -> VectorStore:
+    """``row``: the tenant's store, as its loader found it (so for the other functions taking one)."""
     given = body.model_fields_set
     if "name" in given:
         row.name = body.name
@@ -129,11 +121,11 @@ async def update_store(session: AsyncSession, tenant: str, vector_store_id: str,
     return row
 
 
-async def delete_store(session: AsyncSession, tenant: str, vector_store_id: str) -> None:
-    row = await get(session, tenant, vector_store_id)
+async def delete_store(session: AsyncSession, row: VectorStore) -> Deleted:
     for table in (Chunk, VectorStoreFile, VectorStoreFileBatch):
         await session.execute(sql_delete(table).where(table.vector_store_id == row.id))
     await session.delete(row)
+    return Deleted(id=row.id, object="vector_store.deleted")
 
 
 async def list_page(session: AsyncSession, tenant: str, page: PageParams):
@@ -191,18 +183,19 @@ async def add_file(session: AsyncSession, store: VectorStore, file_id: str, stra
 
 
 async def get_file(session: AsyncSession, tenant: str, vector_store_id: str, file_id: str) -> VectorStoreFile:
-    row = await session.scalar(select(VectorStoreFile).where(
+    """The file of that store of that tenant, or the 404 of the store or of the file."""
+    return await one_or_404(session, select(VectorStoreFile).where(
         VectorStoreFile.vector_store_id == vector_store_id, VectorStoreFile.id == file_id,
-        VectorStoreFile.tenant == tenant))
-    if row is None:
-        raise APIError(404, f"No file found with id '{file_id}' in vector store '{vector_store_id}'.")
-    return row
+        VectorStoreFile.tenant == tenant), {},
+        lambda: APIError(404, f"No file found with id '{file_id}' in vector store '{vector_store_id}'."),
+        lambda: get(session, tenant, vector_store_id))
 
 
-async def delete_file(session: AsyncSession, tenant: str, vector_store_id: str, file_id: str) -> None:
-    row = await get_file(session, tenant, vector_store_id, file_id)
-    await session.execute(sql_delete(Chunk).where(Chunk.vector_store_id == vector_store_id, Chunk.file_id == file_id))
+async def delete_file(session: AsyncSession, row: VectorStoreFile) -> Deleted:
+    await session.execute(sql_delete(Chunk).where(Chunk.vector_store_id == row.vector_store_id,
+                                                  Chunk.file_id == row.id))
     await session.delete(row)
+    return Deleted(id=row.id, object="vector_store.file.deleted")
 
 
 def _status_filter(query, status: str | None):
@@ -214,24 +207,25 @@ def _status_filter(query, status: str | None):
     return query.where(VectorStoreFile.status == status)
 
 
-async def list_files(session: AsyncSession, tenant: str, vector_store_id: str, page: PageParams,
-                     status: str | None, batch_id: str | None = None):
-    query = select(VectorStoreFile).where(VectorStoreFile.vector_store_id == vector_store_id,
-                                          VectorStoreFile.tenant == tenant)
-    if batch_id is not None:
-        query = query.where(VectorStoreFile.batch_id == batch_id)
+async def list_files(session: AsyncSession, of: VectorStore | VectorStoreFileBatch, page: PageParams,
+                     status: str | None):
+    """The files of a store, or of a batch (either as its loader found it)."""
+    if isinstance(of, VectorStoreFileBatch):
+        query = select(VectorStoreFile).where(VectorStoreFile.batch_id == of.id)
+        store_id = of.vector_store_id
+    else:
+        query, store_id = select(VectorStoreFile), of.id
+    query = query.where(VectorStoreFile.vector_store_id == store_id, VectorStoreFile.tenant == of.tenant)
     return await paginate(session, _status_filter(query, status), VectorStoreFile, page)
 
 
 # --- batches -----------------------------------------------------------------------------------
 
 async def get_batch(session: AsyncSession, tenant: str, vector_store_id: str, batch_id: str) -> VectorStoreFileBatch:
-    row = await session.scalar(select(VectorStoreFileBatch).where(
+    return await one_or_404(session, select(VectorStoreFileBatch).where(
         VectorStoreFileBatch.id == batch_id, VectorStoreFileBatch.vector_store_id == vector_store_id,
-        VectorStoreFileBatch.tenant == tenant))
-    if row is None:
-        raise APIError(404, f"No file batch found with id '{batch_id}' in vector store '{vector_store_id}'.")
-    return row
+        VectorStoreFileBatch.tenant == tenant), {},
+        lambda: APIError(404, f"No file batch found with id '{batch_id}' in vector store '{vector_store_id}'."))
 
 
 async def create_batch(session: AsyncSession, tenant: str, store: VectorStore,
