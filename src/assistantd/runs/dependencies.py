@@ -1,5 +1,6 @@
-"""The run, the run step and the thread to start a run on that a request's path names, loaded
-for its tenant (see :mod:`assistantd.api.dependencies`)."""
+"""The run and the run step a request's path names, loaded for its tenant or the 404 of the
+first that does not exist, and the thread a run is to start on (see
+:mod:`assistantd.api.dependencies`)."""
 
 from __future__ import annotations
 
@@ -7,26 +8,24 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from assistantd.api.dependencies import RequestScope
+from assistantd.api.dependencies import loaded
 from assistantd.db.models import Run, RunStep, Thread
 from assistantd.runs import service
 from assistantd.runs.store import Writes
 
 
-async def run_of_thread(thread_id: str, run_id: str, scope: RequestScope) -> Run:
-    """``{thread_id}/runs/{run_id}``: that thread's run, of the tenant, or a 404."""
-    return await service.get(scope.session, scope.tenant, thread_id, run_id)
+async def run_of_thread(thread_id: str, run_id: str, request: Request) -> Run:
+    return await loaded(request, service.get, thread_id, run_id)
 
 
-async def step_of_run(thread_id: str, run_id: str, step_id: str, scope: RequestScope) -> RunStep:
-    """``…/runs/{run_id}/steps/{step_id}``: that run's step, of the tenant, or a 404."""
-    return await service.get_step(scope.session, scope.tenant, thread_id, run_id, step_id)
+async def step_of_run(thread_id: str, run_id: str, step_id: str, request: Request) -> RunStep:
+    return await loaded(request, service.get_step, thread_id, run_id, step_id)
 
 
-async def thread_for_run(thread_id: str, scope: RequestScope) -> tuple[Thread, int]:
-    """``POST {thread_id}/runs``: the tenant's thread (or a 404), refused while a run on it is
-    active, and the seq of its last message (:func:`service.thread_for_run`: one statement on SQLite)."""
-    return await service.thread_for_run(scope.session, scope.tenant, thread_id)
+async def thread_for_run(thread_id: str, request: Request) -> tuple[Thread, int]:
+    """``POST {thread_id}/runs``: the tenant's thread, refused while a run on it is active, and
+    the seq of its last message (on SQLite one statement reads the three)."""
+    return await loaded(request, service.thread_for_run, thread_id)
 
 
 async def run_writes(request: Request, scope: RequestScope) -> Writes:

@@ -1,25 +1,23 @@
-"""The thread and the message a request's path names, loaded for its tenant (see
-:mod:`assistantd.api.dependencies`)."""
+"""The thread, and the message of that thread, a request's path names, loaded for its tenant or
+the 404 of the first that does not exist (see :mod:`assistantd.api.dependencies`)."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Request
 
-from assistantd.api.dependencies import RequestScope
+from assistantd.api.dependencies import loaded
 from assistantd.db.models import Message, Thread
 from assistantd.threads import service
 
 
-async def thread_of_tenant(thread_id: str, scope: RequestScope) -> Thread:
-    """``{thread_id}``: the tenant's thread, or the 404 of one that does not exist."""
-    return await service.get(scope.session, scope.tenant, thread_id)
+async def thread_of_tenant(thread_id: str, request: Request) -> Thread:
+    return await loaded(request, service.get, thread_id)
 
 
-async def message_of_thread(thread_id: str, message_id: str, scope: RequestScope) -> Message:
-    """``{thread_id}/messages/{message_id}``: that thread's message, of the tenant, or a 404."""
-    return await service.get_message(scope.session, scope.tenant, thread_id, message_id)
+async def message_of_thread(thread_id: str, message_id: str, request: Request) -> Message:
+    return await loaded(request, service.get_message, thread_id, message_id)
 
 
 TenantThread = Annotated[Thread, Depends(thread_of_tenant)]
