@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from assistantd.api.dependencies import loaded
+from assistantd.api.dependencies import loaded, request_scope
 from assistantd.db.models import Run, RunStep, Thread
 from assistantd.runs import service
 from assistantd.runs.store import Writes
@@ -28,9 +28,10 @@ async def thread_for_run(thread_id: str, request: Request) -> tuple[Thread, int]
     return await loaded(request, service.thread_for_run, thread_id)
 
 
-async def run_writes(request: Request, scope: RequestScope) -> Writes:
+async def run_writes(request: Request) -> Writes:
     """The request's writes of runs, steps and messages (its one transaction): the events they
     make go out once it has committed (persist, then emit)."""
+    scope = await request_scope(request)
     writes = Writes(scope.session, request.app.state.bus)
     scope.after(writes.publish)
     return writes
