@@ -132,6 +132,19 @@ def databases(backend, tmp_path_factory) -> Iterator[DatabaseFactory]:
     factory.drop_all()
 
 
+@pytest.fixture
+def migrated_url(databases, request) -> str:
+    """The async URL of a fresh database of the session's backend, migrated to head (for tests
+    that drive the database layer directly, without a server)."""
+    from assistantd.db.migrate import upgrade_to_head
+    from assistantd.settings import Settings
+
+    data_dir, url = databases.new(request.module.__name__.rsplit(".", 1)[-1])
+    settings = Settings(_env_file=None, data_dir=data_dir, database_url=url)
+    upgrade_to_head(settings)
+    return settings.sqlalchemy_url
+
+
 @pytest.fixture(scope="session")
 def fake_upstream(tmp_path_factory) -> Iterator[FakeUpstream]:
     """The scripted chat-completions server every test server talks to."""

@@ -26,9 +26,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from assistantd.db import (Database, inline_sync_engine, insert_objects, mark_loaded, update_object, update_object_where,
                            update_returning)
 from assistantd.db.engine import _InlineConnection, _InlineCursor
-from assistantd.db.migrate import upgrade_to_head
 from assistantd.db.models import Thread
-from assistantd.settings import Settings
 
 T = TypeVar("T")
 
@@ -48,15 +46,6 @@ def _on(url: str, scenario: Callable[[Database], Awaitable[T]]) -> T:
 
 def _sqlite_url(tmp_path) -> str:
     return f"sqlite+aiosqlite:///{tmp_path / 'shortcuts.db'}"
-
-
-@pytest.fixture
-def migrated_url(databases) -> str:
-    """The async URL of a fresh database of the session's backend, migrated to head."""
-    data_dir, url = databases.new("shortcuts")
-    settings = Settings(_env_file=None, data_dir=data_dir, database_url=url)
-    upgrade_to_head(settings)
-    return settings.sqlalchemy_url
 
 
 @contextlib.contextmanager

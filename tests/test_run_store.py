@@ -10,20 +10,10 @@ import pytest
 
 from assistantd import ids
 from assistantd.db import Database
-from assistantd.db.migrate import upgrade_to_head
 from assistantd.db.models import Run, RunStep, Thread
 from assistantd.runs.events import LocalEventBus
 from assistantd.runs.states import IllegalTransition, RunStatus, StepStatus
 from assistantd.runs.store import RunStore, new_step
-from assistantd.settings import Settings
-
-
-@pytest.fixture
-def migrated_url(databases) -> str:
-    data_dir, url = databases.new("run_store")
-    settings = Settings(_env_file=None, data_dir=data_dir, database_url=url)
-    upgrade_to_head(settings)
-    return settings.sqlalchemy_url
 
 
 def _on(url: str, scenario: Callable[[RunStore], Awaitable[None]]) -> None:
