@@ -25,7 +25,8 @@ from assistantd.files.storage import FileStore
 from assistantd.runs import prompt as prompts
 from assistantd.runs.context import CANCEL, OpenMessage, RunCancelled, RunContext, Turn
 from assistantd.runs.failures import RunFailure, short_message
-from assistantd.runs.schemas import RunStepDeltaEvent
+from assistantd.runs.schemas import (RequiredAction, RequiredFunction, RequiredToolCall, RunStepDeltaEvent,
+                                    SubmitToolOutputs)
 from assistantd.runs.states import MessageStatus, RunStatus, StepStatus
 from assistantd.runs.store import RunStore, Writes, new_message, new_step
 from assistantd.runs.turn import InputDelta, TextDelta, ToolCallDraft, ToolCallStarted, TurnReader
@@ -35,6 +36,7 @@ from assistantd.tools.annotations import annotate
 from assistantd.tools.base import ToolContext, ToolFailure
 from assistantd.tools.presentation import tool_type_of
 from assistantd.tools.registry import ToolRegistry
+from assistantd.tools.schemas import Function, FunctionToolCall
 from assistantd.upstream.client import UpstreamClient, UpstreamError
 
 __all__ = ["RunContext", "RunExecutor", "end_interrupted"]
@@ -249,8 +251,8 @@ class RunExecutor:
         for call in turn.reader.ordered_calls():
             if call.type == "function":
                 functions.append(call)
-                calls.append({"id": call.id, "type": "function",
-                              "function": {"name": call.name, "arguments": call.arguments, "output": None}})
+                calls.append(FunctionToolCall(id=call.id, function=Function(name=call.name, arguments=call.arguments,
+                                                                            output=None)).model_dump())
                 continue
             if ctx.cancel_requested:
                 raise RunCancelled()
@@ -267,9 +269,9 @@ class RunExecutor:
                 writes.emit_step(run, "thread.run.step.completed", step)
                 return True
             await writes.save(step, "step_details", "tool_io", "usage")
-            required = {"type": "submit_tool_outputs", "submit_tool_outputs": {"tool_calls": [
-                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
-                for c in functions]}}
+            required = RequiredAction(submit_tool_outputs=SubmitToolOutputs(tool_calls=[
+                RequiredToolCall(id=c.id, function=RequiredFunction(name=c.name, arguments=c.arguments))
+                for c in functions])).model_dump()
             # Only a run still in progress waits for outputs: a cancel that came in meanwhile
             # (status 'cancelling', maybe from another process) must not be overwritten.
             if not await writes.move(run, RunStatus.REQUIRES_ACTION, expect=(RunStatus.IN_PROGRESS,),
