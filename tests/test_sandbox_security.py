@@ -173,7 +173,9 @@ finally:
     assert 0 < forked < int(LIMITS["ASSISTANTD_SANDBOX_PIDS"])
     assert "BlockingIOError" in logs and "Resource temporarily unavailable" in logs, logs
     assert "BlockingIOError" in result["tool_message"]
-    assert completed(client, fake_upstream, bot, thread_id, "print('still here')")["logs"] == "still here"
+    # The kernel survived and runs code. (On a loaded machine the cell after a fork bomb has been seen
+    # to outlast the 3 s limit after printing — the limit's note then follows the output.)
+    assert completed(client, fake_upstream, bot, thread_id, "print('still here')")["logs"].splitlines()[0] == "still here"
     _unharmed(box, client, fake_upstream, bot, witness)
 
 
