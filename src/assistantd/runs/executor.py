@@ -291,7 +291,7 @@ class RunExecutor:
                                 RunStepDeltaEvent.tool_call(step_id, call.index, call.type, body))
 
         result = await tool.run(call.arguments, ToolContext(run=ctx.run, db=self.store.db, files=self.files,
-                                                           step_id=step_id, index=call.index,
+                                                           step_id=step_id,
                                                            earlier_in_step=earlier, emit_delta=emit_delta))
         for made in result.files:
             if made.path:

@@ -41,7 +41,6 @@ class ToolContext:
     db: Database
     files: FileStore
     step_id: str  # the tool_calls step the call belongs to
-    index: int  # the call's place in that step
     earlier_in_step: list[str]  # the tool types of the calls before it in the step
     emit_delta: Callable[[dict[str, Any]], None]  # stream a step delta of this call: the body under its type
 
