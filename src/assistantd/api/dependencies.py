@@ -74,14 +74,18 @@ class Scope:
         if kind is not None:
             self._fail()
             return False
-        for action in self._after:
+        # Taken, not kept: the actions' closures often hold the request, whose ASGI scope holds
+        # this Scope — a reference cycle that would leave every request to the cyclic GC.
+        actions, self._after, self._failed = self._after, [], []
+        for action in actions:
             done = action()
             if inspect.isawaitable(done):
                 await done
         return False
 
     def _fail(self) -> None:
-        for action in self._failed:
+        actions, self._after, self._failed = self._failed, [], []
+        for action in actions:
             action()
 
 
