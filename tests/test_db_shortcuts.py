@@ -13,6 +13,8 @@ import asyncio
 import contextlib
 import re
 import sqlite3
+import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
@@ -25,6 +27,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from assistantd.db import (Database, inline_sync_engine, insert_objects, mark_loaded, update_object, update_object_where,
                            update_returning)
+import assistantd.db.engine as engine_module
 from assistantd.db.engine import _InlineConnection, _InlineCursor
 from assistantd.db.models import Thread
 
@@ -330,3 +333,56 @@ def test_the_begin_event_opens_a_real_transaction_that_a_rollback_undoes(tmp_pat
             "the BEGIN sent by the begin event no longer makes the session's writes one transaction"
 
     _on(_sqlite_url(tmp_path), scenario)
+
+
+
+def test_a_large_write_commits_in_a_worker_thread_while_the_loop_runs(tmp_path, monkeypatch):
+    """``Database.write(commit_in_thread=True)``: the sync session's commit works from a worker
+    thread (nothing in the inline engine's commit path calls back into the loop), the loop runs
+    meanwhile, and a failed transaction still rolls back."""
+    path = tmp_path / "shortcuts.db"
+    commit = engine_module.commit_blocking
+    seen: dict[str, Any] = {"threads": set(), "ticks_during_commit": 0}
+    ticks = 0
+
+    def spying_commit(session: AsyncSession) -> None:
+        seen["threads"].add(threading.get_ident())
+        before = ticks
+        commit(session)
+        deadline = time.monotonic() + 5  # the loop's ticker runs while this thread holds the commit
+        while ticks == before and time.monotonic() < deadline:
+            time.sleep(0.001)
+        seen["ticks_during_commit"] += ticks - before
+
+    monkeypatch.setattr(engine_module, "commit_blocking", spying_commit)
+
+    async def scenario(db: Database) -> list[tuple[int, int]]:
+        nonlocal ticks
+        async with db.write() as session:
+            await session.execute(text("CREATE TABLE t (n INTEGER, payload TEXT)"))
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0)
+                ticks += 1
+
+        task = asyncio.create_task(ticker())
+        try:
+            async with db.write(commit_in_thread=True) as session:
+                await session.execute(text("INSERT INTO t VALUES (1, :p)"), {"p": "x" * 1_000_000})
+            with contextlib.suppress(RuntimeError):
+                async with db.write(commit_in_thread=True) as session:
+                    await session.execute(text("INSERT INTO t VALUES (2, 'rolled back')"))
+                    raise RuntimeError("rejected")
+        finally:
+            task.cancel()
+        async with db.read() as session:
+            return [tuple(r) for r in (await session.execute(text("SELECT n, length(payload) FROM t"))).all()]
+
+    assert _on(_sqlite_url(tmp_path), scenario) == [(1, 1_000_000)], \
+        "the worker thread's commit lost the write, or the failed transaction was kept"
+    assert len(seen["threads"]) == 1 and threading.get_ident() not in seen["threads"], \
+        "the commit did not run in a worker thread"
+    assert seen["ticks_during_commit"] > 0, "the event loop did not run while the commit was in its thread"
+    assert sqlite3.connect(path).execute("SELECT count(*) FROM t").fetchone() == (1,)

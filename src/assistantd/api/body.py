@@ -16,6 +16,8 @@ once, here, with bounds on what the parse may cost and on how deep a value may n
 
 from __future__ import annotations
 
+import asyncio
+
 import json
 import re
 import time
@@ -285,6 +287,8 @@ class JSONRequest(Request):
                                  dense=dense))
             # A dense body is counted (and parsed) in a worker thread; the rest costs little.
             self._json = await to_thread.run_sync(run) if dense else run()
+            if len(body) > DENSE_CHECK_BYTES:
+                await asyncio.sleep(0)  # the loop's turn between the parse and the handler's work
         return self._json
 
 

@@ -35,6 +35,10 @@ FUNCTION_STACK = "fastapi_function_astack"
 # Where a request keeps its Scope (in its ASGI scope), so that every dependency gets the same one.
 SCOPE_KEY = "assistantd.scope"
 
+# A write whose request body is larger commits in a worker thread (a thread hop costs ~0.1 ms;
+# committing a megabyte of rows on SQLite holds the loop for several).
+LARGE_BODY_BYTES = 1 << 20
+
 Row = TypeVar("Row")
 
 
@@ -109,11 +113,19 @@ async def _scope(request: Request, writes: bool) -> Scope:
     if scope is None:
         tenant = await require_tenant(request)
         db = request.app.state.db
-        scope = await _entered(request, Scope(tenant, db.write() if writes else db.read(), writes))
+        opened = db.write(commit_in_thread=_large(request)) if writes else db.read()
+        scope = await _entered(request, Scope(tenant, opened, writes))
         request.scope[SCOPE_KEY] = scope
     elif scope.writes != writes:
         raise RuntimeError("one route asked for a read session and for a write session")
     return scope
+
+
+def _large(request: Request) -> bool:
+    """Whether the request's body is large enough that what it writes should be committed off the
+    event loop (:meth:`Database.write`'s ``commit_in_thread``)."""
+    length = request.headers.get("content-length")
+    return length is not None and length.isdigit() and int(length) > LARGE_BODY_BYTES
 
 
 async def request_scope(request: Request) -> Scope:

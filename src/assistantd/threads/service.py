@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from sqlalchemy import delete as sql_delete
 from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -96,6 +98,9 @@ async def add_message(
     )
     session.add(message)
     await session.flush()
+    # A turn of the event loop between messages: on SQLite the flush runs on the loop, and a
+    # request's 32 messages of 260 kB each would otherwise hold it for all of them at once.
+    await asyncio.sleep(0)
     searchable = [a.file_id for a in attachments if any(t.type == "file_search" for t in a.tools)]
     if searchable:
         await _add_to_thread_store(session, tenant, thread, searchable)
