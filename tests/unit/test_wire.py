@@ -41,7 +41,7 @@ from assistantd.runs.schemas import (
     RunStepObject,
     ToolCallsStepDetails,
 )
-from assistantd.threads.schemas import MessageDeltaEvent, MessageObject, ThreadObject
+from assistantd.threads.schemas import MessageDeltaEvent, MessageObject, TextDeltaJSON, ThreadObject
 from assistantd.tools.code_interpreter import CodeInterpreter as CodeInterpreterTool
 from assistantd.vector_stores.schemas import VectorStoreFileBatchObject, VectorStoreFileObject, VectorStoreObject
 from tests.support.spec import validate_event
@@ -386,3 +386,16 @@ def test_the_sdk_reads_every_delta(build, before) -> None:
     sdk_type = sdk_threads.MessageDeltaEvent if isinstance(event, MessageDeltaEvent) else sdk_runs.RunStepDeltaEvent
     assert_sdk_reads(sdk_type, event.model_dump_json(by_alias=True))
     validate_event(event.object, event.model_dump_json(by_alias=True))
+
+
+TEXT_VALUES = ["", "h\u00e9llo", 'quote " back\\slash', "new\nline\ttab\r\x00\x1f\x7f", "\u2028\u2029 \U0001f600 \u65e5\u672c",
+               "<script>&amp;</script>", "@@assistantd-text-delta@@", "x" * 5000]
+
+
+@pytest.mark.parametrize("value", TEXT_VALUES)
+def test_text_delta_json_is_the_models_own_json(value) -> None:
+    """The per-token fast path (TextDeltaJSON) writes exactly what MessageDeltaEvent.text would."""
+    for index in (0, 3):
+        fast = TextDeltaJSON(MESSAGE_ID, index)(value)
+        assert fast == MessageDeltaEvent.text(MESSAGE_ID, index, value).model_dump_json(by_alias=True)
+        assert_sdk_reads(sdk_threads.MessageDeltaEvent, fast)

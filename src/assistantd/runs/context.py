@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from assistantd.db.models import Message, Run, RunStep
 from assistantd.runs import prompt as prompts
 from assistantd.runs.turn import TurnReader
+from assistantd.threads.schemas import TextDeltaJSON
 
 __all__ = ["CANCEL", "OpenMessage", "RunCancelled", "RunContext", "Turn"]
 
@@ -24,6 +25,13 @@ class OpenMessage:
     message: Message
     step: RunStep  # its message_creation step
     text: list[str] = field(default_factory=list)
+    _delta: TextDeltaJSON | None = None
+
+    def delta(self, value: str) -> str:
+        """The ``thread.message.delta`` JSON that appends ``value`` to the message's text."""
+        if self._delta is None:  # made when a stream first watches
+            self._delta = TextDeltaJSON(self.message.id, len(self.message.content))
+        return self._delta(value)
 
 
 @dataclass

@@ -24,6 +24,7 @@ from assistantd.db.models import Run
 from assistantd.files.storage import FileStore
 from assistantd.runs import prompt as prompts
 from assistantd.runs.context import CANCEL, OpenMessage, RunCancelled, RunContext, Turn
+from assistantd.runs.events import Event
 from assistantd.runs.failures import RunFailure, short_message
 from assistantd.runs.schemas import (RequiredAction, RequiredFunction, RequiredToolCall, RunStepDeltaEvent,
                                     SubmitToolOutputs)
@@ -31,7 +32,6 @@ from assistantd.runs.states import MessageStatus, RunStatus, StepStatus
 from assistantd.runs.store import RunStore, Writes, new_message, new_step
 from assistantd.runs.turn import InputDelta, TextDelta, ToolCallDraft, ToolCallStarted, TurnReader
 from assistantd.settings import Settings
-from assistantd.threads.schemas import MessageDeltaEvent
 from assistantd.tools.annotations import annotate
 from assistantd.tools.base import ToolContext, ToolFailure
 from assistantd.tools.presentation import tool_type_of
@@ -177,9 +177,8 @@ class RunExecutor:
             if ctx.open_message is None:
                 await self._open_message(ctx)
             ctx.open_message.text.append(happening.value)
-            message = ctx.open_message.message
-            self.store.emit_now(run_id, "thread.message.delta",
-                                MessageDeltaEvent.text(message.id, len(message.content), happening.value))
+            if self.store.bus.watched(run_id):  # the per-token path: no model, one concatenation
+                self.store.bus.publish(run_id, Event("thread.message.delta", ctx.open_message.delta(happening.value)))
         elif isinstance(happening, ToolCallStarted):
             if turn.tool_step is None:
                 await self._open_tool_step(ctx, turn)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Self, Union
 
+import orjson
 from pydantic import Field
 
 from assistantd.api.types import (
@@ -236,3 +237,20 @@ class MessageDeltaEvent(WireDelta):
         return cls.__pydantic_validator__.validate_python({
             "id": message_id, "object": "thread.message.delta",
             "delta": {"content": [{"index": index, "type": "text", "text": {"value": value, "annotations": []}}]}})
+
+
+class TextDeltaJSON:
+    """The JSON text of ``MessageDeltaEvent.text(message_id, index, value)`` for any ``value``,
+    cut once from that model's own JSON around a marker: a streamed token then costs one string
+    encoding and a concatenation instead of a model's validation and serialisation (the stream's
+    per-token path). tests/unit/test_wire.py pins it to the model's JSON."""
+
+    __slots__ = ("head", "tail")
+    _MARK = "@@assistantd-text-delta@@"
+
+    def __init__(self, message_id: str, index: int) -> None:
+        whole = MessageDeltaEvent.text(message_id, index, self._MARK).model_dump_json(by_alias=True)
+        self.head, _, self.tail = whole.partition(f'"{self._MARK}"')
+
+    def __call__(self, value: str) -> str:
+        return self.head + orjson.dumps(value).decode() + self.tail
