@@ -206,7 +206,7 @@ class RunExecutor:
         run = ctx.run
         # Images the run's tools showed since its last message open this one.
         images, ctx.images = ctx.images, []
-        message = new_message(run, _image_parts(images))
+        message = new_message(run, [{"type": "image_file", "image_file": {"file_id": f}} for f in images])
         step = new_step(run, "message_creation", {"type": "message_creation",
                                                   "message_creation": {"message_id": message.id}})
         async with self.store.writing() as writes:
@@ -357,7 +357,3 @@ class RunExecutor:
 
     def _run_timeout_message(self) -> str:
         return f"The run did not finish within {self.settings.run_timeout:g} s (ASSISTANTD_RUN_TIMEOUT)."
-
-
-def _image_parts(file_ids: list[str]) -> list[dict[str, Any]]:
-    return [{"type": "image_file", "image_file": {"file_id": f}} for f in file_ids]
