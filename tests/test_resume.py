@@ -220,7 +220,7 @@ def test_a_finished_code_call_is_not_run_again(spawn, replica, fake_upstream, do
     other = replica(server)
     leftovers(server, other)
     code = f"open('/mnt/data/out.png', 'wb').write({PNG!r})\nprint('ran')"
-    answer = ["Here ", "it ", "is: ", "sandbox:/mnt/data/out.png", " done."]
+    answer = ["Here ", "it ", "is: ", "sandbox:/mnt/data/out.png", " and ", "that ", "is ", "all", "."]
     with make_client(server.base_url) as client, make_http(server.url) as http:
         tag, thread_id, run_id = _start_code_run(http, client, fake_upstream, code,
                                                  {"chunks": answer, "delay": 1.0}, {"chunks": answer})
