@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from assistantd.db.models import Message, Run, RunStep
 from assistantd.runs import prompt as prompts
-from assistantd.runs.turn import TurnReader
+from assistantd.runs.turn import ToolCallDraft, TurnReader
 from assistantd.threads.schemas import TextDeltaJSON
 
-__all__ = ["CANCEL", "OpenMessage", "RunCancelled", "RunContext", "Turn"]
+__all__ = ["CALL_PENDING", "CALL_STARTED", "CANCEL", "OpenMessage", "PendingCalls", "RunCancelled", "RunContext",
+           "Turn"]
 
 CANCEL = object()  # put on a turn's chunk queue: stop reading the upstream, the run is being cancelled
+# A built-in call's ``state`` in its step's ``tool_io`` until it has run (a finished call has none):
+# written when the model has finished the turn's calls, and — for a tool that may not run twice —
+# ``started`` just before it runs, so that a run resumed after its process died knows what was done.
+CALL_PENDING = "pending"
+CALL_STARTED = "started"
 
 
 class RunCancelled(Exception):
@@ -35,6 +43,14 @@ class OpenMessage:
 
 
 @dataclass
+class PendingCalls:
+    """A ``tool_calls`` step whose calls are all written, and its built-in calls still to run."""
+
+    step: RunStep
+    calls: list[ToolCallDraft]
+
+
+@dataclass
 class RunContext:
     """A run while this process executes it."""
 
@@ -48,6 +64,8 @@ class RunContext:
     prompt_tokens: int = 0
     prompt: prompts.Prompt | None = None  # the next turn's, when it was built in the claiming transaction
     deadline: float = math.inf  # time.monotonic() by which this stretch of execution must end
+    turns: int = 0  # model turns taken in this stretch
+    pending: PendingCalls | None = None  # a resumed run's calls to finish before its next turn
 
     def __post_init__(self) -> None:
         usage = self.run.usage or {}
@@ -64,6 +82,15 @@ class RunContext:
         self.cancel_requested = True
         if self.queue is not None:
             self.queue.put_nowait(CANCEL)
+
+    def add_files(self, made: Iterable[dict[str, Any]]) -> None:
+        """Take note of files a tool call made (its ``tool_io`` ``files``): paths the answer may
+        link to, images the run's next message shows."""
+        for item in made:
+            if item.get("path"):
+                self.sandbox_files[item["path"]] = item["file_id"]
+            if item.get("show"):
+                self.images.append(item["file_id"])
 
     def add_usage(self, usage: dict[str, int]) -> None:
         self.prompt_tokens += usage["prompt_tokens"]

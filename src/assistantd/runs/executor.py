@@ -6,7 +6,8 @@ the database (:mod:`assistantd.runs.prompt`), the model's answer streams in and 
 ``tool_calls`` step. Built-in tools run here (:mod:`assistantd.tools`) and the run takes another
 turn; calls of the client's functions end the stretch in ``requires_action``. A turn without tool
 calls completes the run. Token deltas go to the stream only; messages and steps are written at
-their boundaries, through :mod:`assistantd.runs.store` ("persist, then emit").
+their boundaries, through :mod:`assistantd.runs.store` ("persist, then emit"), and a run whose
+process died is resumed from the last of them (:mod:`assistantd.runs.resume`).
 """
 
 from __future__ import annotations
@@ -20,14 +21,14 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from assistantd import ids
-from assistantd.db.models import Run
+from assistantd.db.models import RunStep
 from assistantd.files.storage import FileStore
 from assistantd.runs import prompt as prompts
-from assistantd.runs.context import CANCEL, OpenMessage, RunCancelled, RunContext, Turn
+from assistantd.runs.context import (CALL_PENDING, CALL_STARTED, CANCEL, OpenMessage, PendingCalls,
+                                     RunCancelled, RunContext, Turn)
 from assistantd.runs.events import Event
 from assistantd.runs.failures import RunFailure, short_message
-from assistantd.runs.schemas import (RequiredAction, RequiredFunction, RequiredToolCall, RunStepDeltaEvent,
-                                    SubmitToolOutputs)
+from assistantd.runs.schemas import RequiredAction, RunStepDeltaEvent
 from assistantd.runs.states import MessageStatus, RunStatus, StepStatus
 from assistantd.runs.store import RunStore, Writes, new_message, new_step
 from assistantd.runs.turn import InputDelta, TextDelta, ToolCallDraft, ToolCallStarted, TurnReader
@@ -39,7 +40,7 @@ from assistantd.tools.registry import ToolRegistry
 from assistantd.tools.schemas import Function, FunctionToolCall
 from assistantd.upstream.client import UpstreamClient, UpstreamError
 
-__all__ = ["RunContext", "RunExecutor", "end_interrupted"]
+__all__ = ["RunContext", "RunExecutor"]
 
 log = logging.getLogger("assistantd.executor")
 
@@ -57,15 +58,19 @@ class RunExecutor:
 
     async def execute(self, ctx: RunContext) -> None:
         """Execute the run until it ends or waits for tool outputs: one stretch of execution,
-        which ``run_timeout`` bounds (a run re-queued by submit_tool_outputs starts a new one,
-        so the time spent waiting for outputs is not counted)."""
+        which ``run_timeout`` bounds (a run re-queued by submit_tool_outputs, or resumed after its
+        process died, starts a new one, so the time spent waiting for outputs is not counted)."""
         ctx.deadline = time.monotonic() + self.settings.run_timeout
         try:
-            for _ in range(MAX_TURNS):
+            # A resumed run (runs/resume.py) first finishes the calls its last turn made.
+            if ctx.pending is not None and not await self._run_calls(ctx, ctx.pending):
+                return
+            while ctx.turns < MAX_TURNS:
                 if ctx.cancel_requested:
                     raise RunCancelled()
                 if time.monotonic() >= ctx.deadline:
                     raise RunFailure("server_error", self._run_timeout_message())
+                ctx.turns += 1
                 if not await self._turn(ctx):
                     return
             raise RunFailure("server_error", f"The run made more than {MAX_TURNS} model turns without answering.")
@@ -200,7 +205,7 @@ class RunExecutor:
         run = ctx.run
         # Images the run's tools showed since its last message open this one.
         images, ctx.images = ctx.images, []
-        message = new_message(run, _image_parts(images))
+        message = new_message(run, [{"type": "image_file", "image_file": {"file_id": f}} for f in images])
         step = new_step(run, "message_creation", {"type": "message_creation",
                                                   "message_creation": {"message_id": message.id}})
         async with self.store.writing() as writes:
@@ -242,35 +247,54 @@ class RunExecutor:
     # --- tool calls -------------------------------------------------------------------------------
 
     async def _tool_calls(self, ctx: RunContext, turn: Turn) -> bool:
-        run, step = ctx.run, turn.tool_step
-        if ctx.open_message is not None:
+        """The model has written the turn's calls: persist them all ("tool calls ready"), then run
+        the built-in ones. Returns True when the run goes on with another turn."""
+        calls, step = turn.reader.ordered_calls(), turn.tool_step
+        builtins = [c for c in calls if c.type != "function"]
+        step.step_details = {"type": "tool_calls", "tool_calls": [
+            {"id": c.id, "type": c.type, c.type: self.tools.get(c.type).pending(c.arguments)} if c in builtins else
+            FunctionToolCall(id=c.id, function=Function(name=c.name, arguments=c.arguments, output=None)).model_dump()
+            for c in calls]}
+        step.tool_io = {c.id: {"arguments": c.arguments, "state": CALL_PENDING} for c in builtins} or None
+        step.usage = turn.usage
+        if builtins:  # (the client's calls alone are written as the run starts waiting for them)
+            self._about_to_run(step, builtins[0])
             async with self.store.writing() as writes:
                 await self._end_message(writes, ctx, MessageStatus.COMPLETED)
-        calls, tool_io, functions = [], {}, []
-        for call in turn.reader.ordered_calls():
-            if call.type == "function":
-                functions.append(call)
-                calls.append(FunctionToolCall(id=call.id, function=Function(name=call.name, arguments=call.arguments,
-                                                                            output=None)).model_dump())
-                continue
+                await writes.save(step, "step_details", "tool_io", "usage")
+                await writes.save(ctx.run, "usage")
+        return await self._run_calls(ctx, PendingCalls(step, builtins))
+
+    def _about_to_run(self, step: RunStep, call: ToolCallDraft) -> None:
+        """Mark a call of a tool that may not run twice as started, in the write before it runs."""
+        if not self.tools.get(call.type).repeatable:
+            step.tool_io[call.id]["state"] = CALL_STARTED
+
+    async def _run_calls(self, ctx: RunContext, pending: PendingCalls) -> bool:
+        """Run the step's built-in calls still to run, persisting each one's result; then
+        complete the step (another turn follows), or hand the client's calls to it."""
+        step, calls = pending.step, pending.calls
+        for i, call in enumerate(calls):
             if ctx.cancel_requested:
                 raise RunCancelled()
-            body, tool_io[call.id] = await self._run_tool(ctx, turn, call, [c["type"] for c in calls])
-            calls.append({"id": call.id, "type": call.type, call.type: body})
+            await self._run_tool(ctx, step, call)
+            if i + 1 < len(calls):  # (the last result is written with the step's end)
+                self._about_to_run(step, calls[i + 1])
+                async with self.store.writing() as writes:
+                    await writes.save(step, "step_details", "tool_io")
+        run = ctx.run
+        functions = [c for c in step.step_details["tool_calls"] if c["type"] == "function"]
         if functions and ctx.cancel_requested:  # do not hand a cancelled run back to the client
             raise RunCancelled()
-        step.step_details, step.tool_io, step.usage = {"type": "tool_calls", "tool_calls": calls}, tool_io or None, turn.usage
         async with self.store.writing() as writes:
+            await self._end_message(writes, ctx, MessageStatus.COMPLETED)  # text the model wrote after its calls
             if not functions:
                 step.status, step.completed_at = StepStatus.COMPLETED, ids.now()
                 await writes.save(step, "status", "completed_at", "step_details", "tool_io", "usage")
-                await writes.save(run, "usage")
                 writes.emit_step(run, "thread.run.step.completed", step)
                 return True
             await writes.save(step, "step_details", "tool_io", "usage")
-            required = RequiredAction(submit_tool_outputs=SubmitToolOutputs(tool_calls=[
-                RequiredToolCall(id=c.id, function=RequiredFunction(name=c.name, arguments=c.arguments))
-                for c in functions])).model_dump()
+            required = RequiredAction.for_calls(functions).model_dump()
             # Only a run still in progress waits for outputs: a cancel that came in meanwhile
             # (status 'cancelling', maybe from another process) must not be overwritten.
             if not await writes.move(run, RunStatus.REQUIRES_ACTION, expect=(RunStatus.IN_PROGRESS,),
@@ -279,28 +303,26 @@ class RunExecutor:
                 raise RunCancelled()
         return False
 
-    async def _run_tool(self, ctx: RunContext, turn: Turn, call: ToolCallDraft,
-                        earlier: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Run a built-in tool call: its body in the step, and what the model wrote and is told."""
+    async def _run_tool(self, ctx: RunContext, step: RunStep, call: ToolCallDraft) -> None:
+        """Run a built-in call: its body goes in the step, what the model wrote and is told in ``tool_io``."""
         tool = self.tools.get(call.type)
-        step_id, run_id = turn.tool_step.id, ctx.run.id
+        details, run_id = step.step_details["tool_calls"], ctx.run.id
 
         def emit_delta(body: dict[str, Any]) -> None:
             self.store.emit_now(run_id, "thread.run.step.delta",
-                                RunStepDeltaEvent.tool_call(step_id, call.index, call.type, body))
+                                RunStepDeltaEvent.tool_call(step.id, call.index, call.type, body))
 
-        result = await tool.run(call.arguments, ToolContext(run=ctx.run, db=self.store.db, files=self.files,
-                                                           step_id=step_id,
-                                                           earlier_in_step=earlier, emit_delta=emit_delta))
-        for made in result.files:
-            if made.path:
-                ctx.sandbox_files[made.path] = made.file_id
-            if made.show:
-                ctx.images.append(made.file_id)
+        result = await tool.run(call.arguments, ToolContext(
+            run=ctx.run, db=self.store.db, files=self.files, step_id=step.id,
+            earlier_in_step=[c["type"] for c in details[:call.index]], emit_delta=emit_delta))
         io: dict[str, Any] = {"arguments": call.arguments, "output": result.output}
         if result.sources:
             io["sources"] = result.sources
-        return result.call.model_dump(), io
+        if result.files:
+            io["files"] = [{"file_id": f.file_id, "path": f.path, "show": f.show} for f in result.files]
+            ctx.add_files(io["files"])
+        details[call.index] = {"id": call.id, "type": call.type, call.type: result.call.model_dump()}
+        step.tool_io[call.id] = io
 
     # --- ends -------------------------------------------------------------------------------------
 
@@ -330,20 +352,7 @@ class RunExecutor:
             async with self.store.writing() as writes:
                 run = await writes.fresh(ctx.run)
                 if run is not None:
-                    await end_interrupted(writes, run, message)
+                    await writes.end_unfinished(run, message)
 
     def _run_timeout_message(self) -> str:
         return f"The run did not finish within {self.settings.run_timeout:g} s (ASSISTANTD_RUN_TIMEOUT)."
-
-
-async def end_interrupted(writes: Writes, run: Run, message: str) -> None:
-    """End a run whose execution stopped: cancelled if a cancel was asked for, else failed."""
-    if run.status == RunStatus.CANCELLING:
-        await writes.end(run, RunStatus.CANCELLED, expect=(run.status,))
-    else:
-        await writes.end(run, RunStatus.FAILED, expect=(run.status,),
-                         last_error={"code": "server_error", "message": short_message(message)})
-
-
-def _image_parts(file_ids: list[str]) -> list[dict[str, Any]]:
-    return [{"type": "image_file", "image_file": {"file_id": f}} for f in file_ids]

@@ -3,8 +3,8 @@
 A process *claims* a queued run by moving it to ``in_progress`` with its worker id and a lease
 (``FOR UPDATE SKIP LOCKED`` lets PostgreSQL processes claim side by side), renews the lease while
 it executes the run, and a run whose lease lapsed — its process died — is an orphan that any
-process ends. A run nobody answers in time (queued, or waiting for tool outputs past
-``expires_at``) expires.
+process *takes over* (and resumes, :mod:`assistantd.runs.resume`). A run nobody answers in time
+(queued, or waiting for tool outputs past ``expires_at``) expires.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from assistantd import ids
 from assistantd.db import Database
 from assistantd.db.models import Run
+from assistantd.db.rows import update_object_where
 from assistantd.runs import states
 from assistantd.runs.states import RunStatus
 from assistantd.runs.store import Writes
@@ -46,14 +47,21 @@ class RunQueue:
         return await writes.move(run, RunStatus.IN_PROGRESS, expect=(RunStatus.QUEUED,), worker=self.worker_id,
                                  lease_until=time.time() + LEASE_SECONDS, started_at=run.started_at or ids.now())
 
-    async def renew(self, run_ids: list[str]) -> list[str]:
-        """Extend this process's leases on ``run_ids``; return those a cancel has marked
-        ``cancelling`` meanwhile (maybe through another process: the flag is durable)."""
+    async def renew(self, run_ids: list[str]) -> tuple[list[str], list[str]]:
+        """Extend this process's leases on ``run_ids``. Return those a cancel has marked
+        ``cancelling`` meanwhile (maybe through another process: the flag is durable), and those
+        another process has taken over (this one's lease lapsed while it still ran them)."""
         async with self.db.write() as session:
-            await session.execute(update(Run).where(Run.worker == self.worker_id, Run.id.in_(run_ids))
-                                  .values(lease_until=time.time() + LEASE_SECONDS))
-            return list(await session.scalars(
+            renewed = set(await session.scalars(
+                update(Run).where(Run.worker == self.worker_id, Run.id.in_(run_ids))
+                .values(lease_until=time.time() + LEASE_SECONDS).returning(Run.id)))
+            cancelling = list(await session.scalars(
                 select(Run.id).where(Run.id.in_(run_ids), Run.status == RunStatus.CANCELLING)))
+            lost = [run_id for run_id in run_ids if run_id not in renewed]
+            if lost:  # (a run that ended or waits for outputs has no worker: it was not taken)
+                lost = list(await session.scalars(select(Run.id).where(
+                    Run.id.in_(lost), Run.worker.is_not(None), Run.worker != self.worker_id)))
+            return cancelling, lost
 
     async def orphans(self, writes: Writes, startup: bool) -> list[Run]:
         """Runs whose executor is gone. On SQLite (one process) every run in progress at start-up
@@ -69,6 +77,20 @@ class RunQueue:
             if dead:
                 orphaned = orphaned | Run.worker.in_(dead)
         return await self.executing(writes, orphaned)
+
+    async def take_over(self, writes: Writes, run: Run, expires_at: int) -> bool:
+        """Make this process the executor of an orphan still ``in_progress``, unless another
+        process took it first: a compare-and-set on the worker it had (its status stays)."""
+        return await update_object_where(
+            writes.session, run, {"worker": self.worker_id, "lease_until": time.time() + LEASE_SECONDS,
+                                  "expires_at": expires_at},
+            {"status": (RunStatus.IN_PROGRESS.value,), "worker": (run.worker,)})
+
+    async def hand_back(self, writes: Writes) -> None:
+        """Let this process's leases lapse now (it is stopping): whichever process looks for
+        orphans next takes its runs over."""
+        await writes.session.execute(update(Run).where(Run.worker == self.worker_id, Run.status.in_(states.EXECUTING))
+                                     .values(lease_until=0.0))
 
     async def executing(self, writes: Writes, condition: ColumnElement[bool]) -> list[Run]:
         """Runs in progress (or being cancelled) that meet ``condition``."""

@@ -149,6 +149,14 @@ class RequiredAction(WirePart):
     type: Literal["submit_tool_outputs"] = "submit_tool_outputs"
     submit_tool_outputs: SubmitToolOutputs
 
+    @classmethod
+    def for_calls(cls, calls: list[dict[str, Any]]) -> "RequiredAction":
+        """The outputs of these function calls (as a ``tool_calls`` step holds them)."""
+        return cls(submit_tool_outputs=SubmitToolOutputs(tool_calls=[
+            RequiredToolCall(id=c["id"], function=RequiredFunction(name=c["function"]["name"],
+                                                                   arguments=c["function"]["arguments"]))
+            for c in calls]))
+
 
 class MessageCreation(WirePart):
     message_id: str

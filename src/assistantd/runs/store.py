@@ -23,6 +23,7 @@ from assistantd.db.models import Message, Run, RunStep
 from assistantd.db.rows import insert_objects, update_object, update_object_where
 from assistantd.runs import states
 from assistantd.runs.events import Event, EventBus
+from assistantd.runs.failures import short_message
 from assistantd.runs.schemas import RunObject, RunStepObject
 from assistantd.runs.states import MessageStatus, RunStatus, StepStatus
 from assistantd.threads.schemas import MessageObject
@@ -115,6 +116,14 @@ class Writes:
             await self.close_open(run, StepStatus.CANCELLED, "max_tokens")
         self.announce(run)
         return True
+
+    async def end_unfinished(self, run: Run, message: str) -> bool:
+        """End a run whose execution cannot go on: cancelled if a cancel was asked for, else
+        failed with ``message`` as its ``last_error``."""
+        if run.status == RunStatus.CANCELLING:
+            return await self.end(run, RunStatus.CANCELLED, expect=(run.status,))
+        return await self.end(run, RunStatus.FAILED, expect=(run.status,),
+                              last_error={"code": "server_error", "message": short_message(message)})
 
     async def close_open(self, run: Run, step_status: StepStatus, message_reason: str,
                          last_error: dict[str, Any] | None = None) -> None:

@@ -2,9 +2,11 @@
 
 It claims queued runs from the :class:`~assistantd.runs.queue.RunQueue` while it has room
 (``ASSISTANTD_MAX_CONCURRENT_RUNS``), executes each in a task of its own
-(:class:`~assistantd.runs.executor.RunExecutor`), renews their leases, passes cancels on, ends the
-runs whose executor is gone and the runs that expired. A run created by a request of this process
-is claimed in that request's transaction (:meth:`RunWorker.claim_created`) and starts at once.
+(:class:`~assistantd.runs.executor.RunExecutor`), renews their leases, passes cancels on, resumes
+the runs whose executor is gone (:mod:`assistantd.runs.resume`) and ends the runs that expired. A
+run created by a request of this process is claimed in that request's transaction
+(:meth:`RunWorker.claim_created`) and starts at once. Stopping hands this process's runs back: their
+leases lapse at once, and the next process to look (on SQLite, this server's next start) resumes them.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ import contextlib
 import logging
 
 from assistantd.db.models import Run
+from assistantd.runs import resume
 from assistantd.runs.context import RunContext
-from assistantd.runs.executor import RunExecutor, end_interrupted
+from assistantd.runs.executor import RunExecutor
 from assistantd.runs.queue import RunQueue
-from assistantd.runs.states import RunStatus
+from assistantd.runs.states import EXECUTING, RunStatus
 from assistantd.runs.store import RunStore, Writes
 
 __all__ = ["RunWorker"]
@@ -42,7 +45,7 @@ class RunWorker:
     # --- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        await self._end_orphans(startup=True)
+        await self._recover_orphans(startup=True)
         self._background = [
             asyncio.create_task(self._claim_loop(), name="run-claims"),
             asyncio.create_task(self._maintenance_loop(), name="run-maintenance"),
@@ -52,15 +55,17 @@ class RunWorker:
         self._stopping = True
         for task in self._background:
             task.cancel()
-        for task, ctx in list(self._running.values()):
-            ctx.request_cancel()
-            task.cancel()
+        for task, _ in list(self._running.values()):
+            task.cancel()  # (nothing is written: the run stays where its last boundary left it)
         await asyncio.gather(*self._background, *(t for t, _ in self._running.values()),
                              return_exceptions=True)
-        # Runs this process was executing are not left in progress for a later start to find.
+        # Runs this process was executing are handed back, to be resumed by whichever process
+        # looks next; a run being cancelled ends now.
         async with self.store.writing() as writes:
             for run in await self.queue.executing(writes, Run.worker == self.queue.worker_id):
-                await end_interrupted(writes, run, "The server shut down while the run was in progress.")
+                if run.status == RunStatus.CANCELLING:
+                    await writes.end(run, RunStatus.CANCELLED, expect=(run.status,))
+            await self.queue.hand_back(writes)
 
     def wake(self) -> None:
         self._wake.set()
@@ -135,19 +140,45 @@ class RunWorker:
             await asyncio.sleep(MAINTENANCE_INTERVAL)
             try:
                 if self._running:
-                    for run_id in await self.queue.renew(list(self._running)):
+                    cancelling, lost = await self.queue.renew(list(self._running))
+                    for run_id in cancelling:
                         self.request_cancel(run_id)
-                await self._end_orphans(startup=False)
+                    for run_id in lost:  # another process resumes it: stop without a write
+                        log.warning("run %s: its lease lapsed and another process took it over", run_id)
+                        if (entry := self._running.get(run_id)) is not None:
+                            entry[0].cancel()
+                await self._recover_orphans(startup=False)
                 await self._expire()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("run maintenance failed")
 
-    async def _end_orphans(self, startup: bool) -> None:
+    async def _recover_orphans(self, startup: bool) -> None:
+        """Take over the runs whose executor is gone and resume them, each in a transaction of
+        its own, while this process has room (the others wait for a later pass, or another
+        process); a run being cancelled ends."""
         async with self.store.writing() as writes:
-            for run in await self.queue.orphans(writes, startup):
-                await end_interrupted(writes, run, "The run was interrupted: the server executing it stopped.")
+            orphans = await self.queue.orphans(writes, startup)
+        for run in orphans:
+            if run.status != RunStatus.CANCELLING and self._room() <= 0:
+                continue
+            held_by = run.worker
+            try:
+                async with self.store.writing() as writes:
+                    ctx = await resume.take_over(writes, self.queue, run, self.executor)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # not resumable (a bug): it must not come back at every pass
+                log.exception("run %s could not be resumed", run.id)
+                async with self.store.writing() as writes:
+                    run = await writes.fresh(run)
+                    if run is not None and run.status in EXECUTING and run.worker == held_by:
+                        await writes.end_unfinished(run, "The server executing the run stopped, and resuming "
+                                                         "it failed (see the server log).")
+                continue
+            if ctx is not None:
+                self._launch(ctx)
 
     async def _expire(self) -> None:
         async with self.store.writing() as writes:

@@ -68,10 +68,18 @@ class Tool(ABC):
     type: ClassVar[str]
     function: ClassVar[dict[str, Any]]  # the function definition the upstream model sees
     streamed_argument: ClassVar[str | None] = None  # an argument whose text streams as the call's input
+    # May a call that was cut off mid-way (its server process died) simply run again? Only when
+    # running it twice does what running it once does; otherwise its effects are unknown and the
+    # run that made it cannot be resumed.
+    repeatable: ClassVar[bool] = False
 
     def opening(self) -> dict[str, Any]:
         """The call's body in its first step delta and in its step until it has run."""
         return {}
+
+    def pending(self, arguments: str) -> dict[str, Any]:
+        """The call's body in its step once the model has written all of it, until it has run."""
+        return self.opening()
 
     def input_delta(self, piece: str) -> dict[str, Any]:
         """The body of a step delta carrying more of the streamed argument."""

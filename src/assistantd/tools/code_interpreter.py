@@ -41,12 +41,16 @@ class CodeInterpreter(Tool):
         "parameters": {"type": "object", "properties": {"code": {"type": "string"}}, "required": ["code"]},
     }
     streamed_argument = "code"  # the code streams out as code_interpreter.input
+    repeatable = False  # code may do anything once: a cut-off execution cannot be told from a finished one
 
     def __init__(self, sandboxes: SandboxPool) -> None:
         self.sandboxes = sandboxes
 
     def opening(self) -> dict[str, Any]:
         return {"input": "", "outputs": []}
+
+    def pending(self, arguments: str) -> dict[str, Any]:
+        return {"input": repair(string_argument(arguments, "code")), "outputs": []}
 
     def input_delta(self, piece: str) -> dict[str, Any]:
         return {"input": piece}

@@ -33,6 +33,7 @@ class FileSearch(Tool):
         ),
         "parameters": {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]},
     }
+    repeatable = True  # a search only reads (and marks its stores active): running it again is harmless
 
     def __init__(self, searcher: Searcher) -> None:
         self.searcher = searcher
