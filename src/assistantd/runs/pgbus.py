@@ -60,6 +60,7 @@ class PostgresEventBus(EventBus):
         self._outbox: list[str] = []
         self._outbox_ready = asyncio.Event()
         self._seq = 0
+        self._lines_sent = 0
         self._inbox = Inbox(self.id)
         self._listener: asyncpg.Connection | None = None
         self._listening = False
@@ -133,6 +134,7 @@ class PostgresEventBus(EventBus):
         if self._listener is not None:
             with contextlib.suppress(Exception):
                 await self._listener.close(timeout=2)
+        log.info("the event bus sent %d events and signals in %d notifications", self._lines_sent, self._seq)
 
     async def _connect(self, role: str) -> asyncpg.Connection:
         return await asyncpg.connect(self.dsn, timeout=CONNECT_TIMEOUT,
@@ -244,6 +246,7 @@ class PostgresEventBus(EventBus):
                 if lines:
                     payloads = pack(self.id, self._seq, lines)
                     self._seq += len(payloads)
+                    self._lines_sent += len(lines)
                     connection = await self._send(connection, payloads)
                 if self._closing and not self._outbox:
                     return
