@@ -260,3 +260,47 @@ def _whole(front, assistant_id: str, fake_upstream, chunks: list[str]):
     deltas = [d["delta"]["content"][0]["text"]["value"] for n, d in events if n == "thread.message.delta"]
     assert "".join(deltas) == "".join(chunks)
     return events
+
+
+# --- a run resumed by another process --------------------------------------------------------------
+
+def test_a_stream_of_a_run_another_process_resumes_ends_saying_so(backend, databases, fake_upstream):
+    """Its executor died mid-answer: the events it had not sent are lost, and the resumed turn
+    streams its answer again, so the stream (on a third process) ends with an error instead of
+    showing a gap or the text twice. The run completes."""
+    if backend != "postgresql":
+        pytest.skip("replicas share a PostgreSQL database")
+    data_dir, url = databases.new("takeover")
+    env = {"ASSISTANTD_UPSTREAM_BASE_URL": fake_upstream.base_url, "ASSISTANTD_SANDBOX_WARM_POOL": "0",
+           "ASSISTANTD_EMBEDDINGS": "none"}
+    front = ServerProcess(data_dir / "front", url, ASSISTANTD_MAX_CONCURRENT_RUNS="0", **env)
+    doomed, heir = ServerProcess(data_dir / "doomed", url, **env), ServerProcess(data_dir / "heir", url, **env)
+    words = [f"t{i} " for i in range(40)]
+    tag = fake_upstream.script({"chunks": words, "delay": 0.2}, {"chunks": words})
+    try:
+        front.start()
+        doomed.start()
+        with make_http(front.url) as http:
+            client = make_client(front.base_url)
+            a = assistant(client)
+            got: list = []
+            reader = threading.Thread(target=lambda: got.extend(_stream_thread_and_run(http, a.id, tag)))
+            reader.start()
+            wait_for(lambda: fake_upstream.requests(tag), what="the upstream request")
+            time.sleep(1.0)
+            doomed.kill()
+            heir.start()  # finds the run of a process that is gone at once, and resumes it
+            reader.join(60)
+            assert not reader.is_alive()
+            names = [n for n, _ in got]
+            assert "thread.message.delta" in names and names[-2:] == ["error", "done"], names
+            assert "resumed" in got[-2][1]["message"]
+            run_id = next(d["id"] for n, d in got if n == "thread.run.created")
+            thread_id = next(d["id"] for n, d in got if n == "thread.created")
+            assert wait_run(http, thread_id, run_id, timeout=60)["status"] == "completed"
+            assert text_of(messages(http, thread_id)[-1]) == "".join(words)
+            client.close()
+        assert len(fake_upstream.requests(tag)) == 2
+    finally:
+        for server in (front, doomed, heir):
+            server.stop()

@@ -55,6 +55,12 @@ class Event:
         return b"event: " + self.name.encode() + b"\ndata: " + self.data.encode() + b"\n\n"
 
 
+def stream_error(message: str) -> Event:
+    """An ``error`` event: the stream that receives it ends with it (the run goes on)."""
+    return Event("error", json.dumps({"code": "server_error", "message": message, "param": None,
+                                      "type": "server_error"}))
+
+
 # What a stream sends after its final event (the SDK stops reading at it).
 DONE_FRAME = Event("done", "[DONE]").frame()
 

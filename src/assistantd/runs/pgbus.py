@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 from collections.abc import Callable
 
 import asyncpg
 
-from assistantd.runs.events import Event, EventBus, Subscription
+from assistantd.runs.events import Event, EventBus, Subscription, stream_error
 from assistantd.runs.notifications import Inbox, event_line, pack, signal_line
 
 __all__ = ["CHANNEL", "PostgresEventBus"]
@@ -43,11 +42,8 @@ APPLICATION_NAME = "assistantd-bus"  # pg_stat_activity shows assistantd-bus-lis
 HEALTH_INTERVAL = 2.0  # seconds between checks of the listening connection
 CONNECT_TIMEOUT = 10.0
 SEND_ATTEMPTS = 5  # then a batch is dropped: its receivers see the gap and end the streams concerned
-LOST = json.dumps({
-    "code": "server_error", "param": None, "type": "server_error",
-    "message": "This stream may have missed events of the run: the server's connection to the "
-               "database's notifications was interrupted. The run goes on; retrieve it to follow it.",
-})
+LOST = stream_error("This stream may have missed events of the run: the server's connection to the "
+                    "database's notifications was interrupted. The run goes on; retrieve it to follow it.")
 
 
 class PostgresEventBus(EventBus):
@@ -157,7 +153,7 @@ class PostgresEventBus(EventBus):
         unsure, self._unsure = self._unsure, []
         for run_id, queue in unsure:
             if queue in self._subscribers.get(run_id, ()) and run_id not in self._only_here:
-                queue.put_nowait(Event("error", LOST))
+                queue.put_nowait(LOST)
 
     async def _keep_listening(self) -> None:
         """Check the listening connection; replace it when it is gone."""
@@ -201,7 +197,7 @@ class PostgresEventBus(EventBus):
         for run_id, queues in self._subscribers.items():
             if run_id not in self._only_here:
                 for queue in queues:
-                    queue.put_nowait(Event("error", LOST))
+                    queue.put_nowait(LOST)
 
     def _received(self, _connection, _pid: int, _channel: str, payload: str) -> None:
         try:

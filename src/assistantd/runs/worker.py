@@ -20,6 +20,7 @@ import logging
 from assistantd.db.models import Run
 from assistantd.runs import resume
 from assistantd.runs.context import RunContext
+from assistantd.runs.events import stream_error
 from assistantd.runs.executor import RunExecutor
 from assistantd.runs.queue import RunQueue
 from assistantd.runs.states import EXECUTING, RunStatus
@@ -33,6 +34,8 @@ MAINTENANCE_INTERVAL = 3.0
 POLL_INTERVAL = 1.0
 CLAIM_BATCH = 32
 WAKE, CANCEL = "wake", "cancel"  # the bus signals between processes' workers
+RESUMED = ("The server executing the run stopped; another one resumed the run from its last saved point. "
+           "This stream ends here: retrieve the run and its messages to follow it.")
 
 
 class RunWorker:
@@ -204,6 +207,10 @@ class RunWorker:
                                                          "it failed (see the server log).")
                 continue
             if ctx is not None:
+                # A stream of the run in another process saw the dead executor's events up to a
+                # point the rows do not keep (the resumed turn streams its answer again): it ends,
+                # saying why, before the resumed run's first event.
+                self.store.bus.publish(run.id, stream_error(RESUMED))
                 self._launch(ctx)
 
     async def _expire(self) -> None:
