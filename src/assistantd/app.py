@@ -21,8 +21,8 @@ from assistantd.files.storage import FileStore
 from assistantd.settings import Settings, get_settings
 from assistantd.runs import tokens
 from assistantd.sandbox.pool import SandboxPool
-from assistantd.runs.events import LocalEventBus
 from assistantd.runs.executor import RunExecutor
+from assistantd.runs.pgbus import event_bus_for
 from assistantd.runs.queue import RunQueue
 from assistantd.runs.store import RunStore
 from assistantd.runs.worker import RunWorker
@@ -66,7 +66,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.db = Database(settings.sqlalchemy_url)
         app.state.files = FileStore(settings.files_dir)
-        app.state.bus = LocalEventBus()
+        app.state.bus = event_bus_for(settings.event_bus, settings.sqlalchemy_url)
+        await app.state.bus.start()  # listening before the first stream subscribes
         app.state.upstream = UpstreamClient(
             settings.upstream_base_url, settings.resolved_upstream_api_key,
             connect_timeout=settings.upstream_connect_timeout, read_timeout=settings.upstream_read_timeout,
@@ -103,6 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await app.state.worker.stop()
+            await app.state.bus.close()  # after the worker's last events
             await app.state.sandboxes.close()
             app.state.searcher.close()
             await app.state.upstream.aclose()

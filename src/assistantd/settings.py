@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     upstream_read_timeout: float = 300.0
     context_windows_raw: str = Field(default="", validation_alias="ASSISTANTD_CONTEXT_WINDOWS")
     log_level: str = "info"
+    # How run events reach streams: auto (PostgreSQL LISTEN/NOTIFY when the database is
+    # PostgreSQL, so that replicas share runs), local (this process only) or postgres.
+    event_bus: str = "auto"
 
     # Hardening bounds (step 5): nothing a client, sandboxed code or an upstream sends may freeze
     # the server or grow it without bound. Each is in README's configuration table.

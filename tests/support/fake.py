@@ -63,6 +63,10 @@ class FakeUpstream:
     def requests(self, tag: str) -> list[dict[str, Any]]:
         return httpx.get(f"http://127.0.0.1:{self.port}/__fake/requests", params={"tag": tag}).json()
 
+    def ends(self, tag: str) -> list[dict[str, Any]]:
+        """``{"at": time.time(), "how": "done" | "closed"}`` of each streamed answer of ``tag`` that ended."""
+        return httpx.get(f"http://127.0.0.1:{self.port}/__fake/ends", params={"tag": tag}).json()
+
     def ports(self) -> list[dict[str, Any]]:
         """``{"tag", "port"}`` of every chat request so far, in order of arrival."""
         return httpx.get(f"http://127.0.0.1:{self.port}/__fake/ports").json()

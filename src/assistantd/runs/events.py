@@ -5,10 +5,10 @@ that are never persisted one by one). Each event's JSON is serialised once, howe
 streams watch the run, and :class:`Event` is the one place that turns it into an SSE frame.
 
 :class:`EventBus` is the interface the executor and the run handlers use; :class:`LocalEventBus`
-is the in-process implementation (a queue per stream), the only one so far. A bus that carries
-events between processes (PostgreSQL ``LISTEN/NOTIFY``, DESIGN.md "Many processes") implements
-the same four calls, so the executor does not change with it. ``EventBus`` used to name the
-in-process class: build ``LocalEventBus()``.
+is the in-process implementation (a queue per stream). :class:`~assistantd.runs.pgbus.PostgresEventBus`
+carries events between processes over PostgreSQL ``LISTEN/NOTIFY`` (DESIGN.md "Many processes")
+with the same four calls, so the executor does not change with it; it also carries the control
+signals between processes (:meth:`EventBus.broadcast`), which a bus of one process drops.
 """
 
 from __future__ import annotations
@@ -16,16 +16,16 @@ from __future__ import annotations
 import abc
 import asyncio
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from assistantd.api.types import WireModel
 
-# Run events after which a stream has nothing more to say.
+# Run events after which a stream has nothing more to say (``error``: the stream itself failed).
 FINAL_EVENTS = frozenset({
     "thread.run.completed", "thread.run.failed", "thread.run.cancelled", "thread.run.expired",
-    "thread.run.incomplete", "thread.run.requires_action",
+    "thread.run.incomplete", "thread.run.requires_action", "error",
 })
 
 
@@ -55,6 +55,12 @@ class Event:
         return b"event: " + self.name.encode() + b"\ndata: " + self.data.encode() + b"\n\n"
 
 
+def stream_error(message: str) -> Event:
+    """An ``error`` event: the stream that receives it ends with it (the run goes on)."""
+    return Event("error", json.dumps({"code": "server_error", "message": message, "param": None,
+                                      "type": "server_error"}))
+
+
 # What a stream sends after its final event (the SDK stops reading at it).
 DONE_FRAME = Event("done", "[DONE]").frame()
 
@@ -79,9 +85,9 @@ class EventBus(abc.ABC):
     - **Order per run.** A subscription receives a run's events in the order they were
       published. In one process the event loop makes a run's events (the executor's, and a
       cancel handler's) one sequence; a cross-process bus must keep the order in which each
-      process published them (one notification channel per process does: PostgreSQL delivers
-      one session's notifications in the order it sent them). Events of different runs are not
-      ordered with each other.
+      process published them (one sending connection per process does: PostgreSQL delivers
+      one session's notifications in the order it sent them). Events of different runs, and a
+      run's events from different processes, are not ordered with each other.
     - **Nothing published after ``subscribe`` returns is lost.** A run handler subscribes
       *before* its transaction commits the queued run, so the stream sees the run's every event
       from the first one an executor (of any process) emits. ``subscribe`` is a plain call made
@@ -114,6 +120,29 @@ class EventBus(abc.ABC):
     @abc.abstractmethod
     def watched(self, run_id: str) -> bool:
         """Whether a subscription to ``run_id`` may be open (True when in doubt)."""
+
+    # --- between processes: a bus of one process has nobody to tell ------------------------------
+
+    async def start(self) -> None:
+        """Get ready before the first subscription (a cross-process bus listens)."""
+
+    async def close(self) -> None:
+        """Send what is still waiting to be sent, then stop."""
+
+    def broadcast(self, signal: str, argument: str = "") -> None:
+        """Send a control signal to the handlers of every *other* process (never awaits)."""
+
+    def on_signal(self, signal: str, handler: Callable[[str], object]) -> None:
+        """Call ``handler(argument)`` for each ``signal`` another process broadcasts."""
+
+    def only_here(self, run_id: str) -> None:
+        """Every stream of ``run_id`` is in this process until :meth:`release`: this process
+        queued the run's current stretch of execution and claimed it in the same transaction
+        (streams subscribe only in the transaction that queues a run), and executes it. Its
+        events need not leave the process, and ``watched`` may answer False."""
+
+    def release(self, run_id: str) -> None:
+        """Undo :meth:`only_here` (the stretch is over)."""
 
 
 class LocalEventBus(EventBus):

@@ -233,7 +233,10 @@ async def submit_tool_outputs(writes: Writes, run: Run, body: SubmitToolOutputsR
     now = ids.now()
     step.step_details = {**step.step_details, "tool_calls": calls}
     step.status, step.completed_at = StepStatus.COMPLETED, now
-    if not await writes.move(run, RunStatus.QUEUED, required_action=None, expires_at=now + expiry_seconds):
+    # Not announced: the stream a request opens here starts with this ``thread.run.queued`` itself
+    # (it subscribes after this write), and no other stream of the run's new stretch can exist.
+    if not await writes.move(run, RunStatus.QUEUED, announce=False, required_action=None,
+                             expires_at=now + expiry_seconds):
         raise invalid("The run is no longer waiting for tool outputs.")
     await writes.save(step, "step_details", "status", "completed_at")
     return step

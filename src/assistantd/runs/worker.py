@@ -7,6 +7,8 @@ the runs whose executor is gone (:mod:`assistantd.runs.resume`) and ends the run
 run created by a request of this process is claimed in that request's transaction
 (:meth:`RunWorker.claim_created`) and starts at once. Stopping hands this process's runs back: their
 leases lapse at once, and the next process to look (on SQLite, this server's next start) resumes them.
+Between processes (through the event bus's signals): a run queued and not claimed here wakes
+every process's claim loop, and a cancel reaches the process that executes the run at once.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import logging
 from assistantd.db.models import Run
 from assistantd.runs import resume
 from assistantd.runs.context import RunContext
+from assistantd.runs.events import stream_error
 from assistantd.runs.executor import RunExecutor
 from assistantd.runs.queue import RunQueue
 from assistantd.runs.states import EXECUTING, RunStatus
@@ -30,6 +33,9 @@ log = logging.getLogger("assistantd.executor")
 MAINTENANCE_INTERVAL = 3.0
 POLL_INTERVAL = 1.0
 CLAIM_BATCH = 32
+WAKE, CANCEL = "wake", "cancel"  # the bus signals between processes' workers
+RESUMED = ("The server executing the run stopped; another one resumed the run from its last saved point. "
+           "This stream ends here: retrieve the run and its messages to follow it.")
 
 
 class RunWorker:
@@ -45,6 +51,8 @@ class RunWorker:
     # --- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
+        self.store.bus.on_signal(WAKE, lambda _: self._wake.set())
+        self.store.bus.on_signal(CANCEL, self.cancel_here)
         await self._recover_orphans(startup=True)
         self._background = [
             asyncio.create_task(self._claim_loop(), name="run-claims"),
@@ -68,12 +76,24 @@ class RunWorker:
             await self.queue.hand_back(writes)
 
     def wake(self) -> None:
+        """A run was queued and not claimed here: look for it, and have the other processes look."""
         self._wake.set()
+        self.store.bus.broadcast(WAKE)
 
     def request_cancel(self, run_id: str) -> None:
+        """Tell the run's executor, here or in whichever process executes it, to stop now (it
+        would see the durable ``cancelling`` flag at its next lease renewal anyway)."""
+        if not self.cancel_here(run_id):
+            self.store.bus.broadcast(CANCEL, run_id)
+
+    def cancel_here(self, run_id: str) -> bool:
+        """Stop the run if this process executes it (or is about to); False if it does not."""
         entry = self._running.get(run_id)
-        if entry is not None:
-            entry[1].request_cancel()
+        ctx = entry[1] if entry is not None else self._claimed.get(run_id)
+        if ctx is None:
+            return False
+        ctx.request_cancel()
+        return True
 
     # --- claiming ------------------------------------------------------------------------------
 
@@ -103,7 +123,13 @@ class RunWorker:
         run_id = ctx.run.id
         task = asyncio.create_task(self.executor.execute(ctx), name=f"run-{run_id}")
         self._running[run_id] = (task, ctx)
-        task.add_done_callback(lambda _t: self._running.pop(run_id, None))
+        task.add_done_callback(lambda _t: self._finished(run_id))
+
+    def _finished(self, run_id: str) -> None:
+        self._running.pop(run_id, None)
+        self.store.bus.release(run_id)
+        if self._room() == 1:  # it was full: runs may be waiting in the queue
+            self._wake.set()
 
     async def claim_created(self, writes: Writes, run: Run) -> bool:
         """Claim a run in the transaction that queued it, when this process has room for it.
@@ -121,9 +147,11 @@ class RunWorker:
             if not await self.queue.claim_run(writes, run):
                 del self._claimed[run.id]
                 return False
+            # Queued and claimed in this transaction: its streams (if any) subscribed here.
+            self.store.bus.only_here(run.id)
             ctx.prompt = await self.executor.prompt_or_none(writes.session, ctx)
         except BaseException:
-            self._claimed.pop(run.id, None)
+            self.release_claimed(run)
             raise
         return True
 
@@ -132,6 +160,7 @@ class RunWorker:
 
     def release_claimed(self, run: Run) -> None:
         self._claimed.pop(run.id, None)
+        self.store.bus.release(run.id)
 
     # --- maintenance: leases, orphans, expiry ---------------------------------------------------
 
@@ -142,7 +171,7 @@ class RunWorker:
                 if self._running:
                     cancelling, lost = await self.queue.renew(list(self._running))
                     for run_id in cancelling:
-                        self.request_cancel(run_id)
+                        self.cancel_here(run_id)
                     for run_id in lost:  # another process resumes it: stop without a write
                         log.warning("run %s: its lease lapsed and another process took it over", run_id)
                         if (entry := self._running.get(run_id)) is not None:
@@ -178,6 +207,10 @@ class RunWorker:
                                                          "it failed (see the server log).")
                 continue
             if ctx is not None:
+                # A stream of the run in another process saw the dead executor's events up to a
+                # point the rows do not keep (the resumed turn streams its answer again): it ends,
+                # saying why, before the resumed run's first event.
+                self.store.bus.publish(run.id, stream_error(RESUMED))
                 self._launch(ctx)
 
     async def _expire(self) -> None:

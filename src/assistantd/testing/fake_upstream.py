@@ -32,7 +32,8 @@ something, else ``file_search`` (with the user's words as the query) when that i
 answers a file_search result by quoting the first passage and copying its citation marker, any
 other tool result with "The tool returned: …", and otherwise echoes the last user message.
 ``GET /__fake/requests`` lists the request bodies it received, ``GET /__fake/ports`` the client
-port each came from.
+port each came from, ``GET /__fake/ends`` when each streamed answer ended and how: ``done`` (sent
+to its end) or ``closed`` (stopped before: the client went away, or a scripted drop).
 
     python -m assistantd.testing.fake_upstream --port 9000
 """
@@ -59,6 +60,7 @@ MARKER = re.compile(r"【\d+:\d+†[^】]*】")
 _scripts: dict[str, deque[dict[str, Any]]] = defaultdict(deque)
 _requests: list[dict[str, Any]] = []
 _ports: list[tuple[str | None, int]] = []  # (tag, client port) of each chat request, in order
+_ends: list[tuple[str | None, float, str]] = []  # (tag, time.time(), "done" | "closed") of each stream
 RECORD = True  # benchmarks turn this off (--no-record) so memory stays flat
 
 
@@ -156,6 +158,16 @@ async def chat_completions(request: Request) -> Response:
     usage = {**usage, "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]}
 
     async def stream():
+        ended = "closed"
+        try:
+            async for chunk in _stream():
+                yield chunk
+            ended = "done"
+        finally:
+            if RECORD:
+                _ends.append((tag, time.time(), ended))
+
+    async def _stream():
         if turn.get("hang"):
             await asyncio.sleep(3600)
         if turn.get("first_delay"):
@@ -237,7 +249,13 @@ async def list_ports(request: Request) -> Response:
     return JSONResponse([{"tag": tag, "port": port} for tag, port in _ports])
 
 
+async def list_ends(request: Request) -> Response:
+    tag = request.query_params.get("tag")
+    return JSONResponse([{"tag": t, "at": at, "how": how} for t, at, how in _ends if tag is None or t == tag])
+
+
 async def reset(request: Request) -> Response:
+    _ends.clear()
     _scripts.clear()
     _requests.clear()
     _ports.clear()
@@ -254,6 +272,7 @@ app = Starlette(routes=[
     Route("/__fake/script", add_script, methods=["POST"]),
     Route("/__fake/requests", list_requests, methods=["GET"]),
     Route("/__fake/ports", list_ports, methods=["GET"]),
+    Route("/__fake/ends", list_ends, methods=["GET"]),
     Route("/__fake/reset", reset, methods=["POST"]),
     Route("/healthz", health, methods=["GET"]),
 ])
