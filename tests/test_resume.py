@@ -36,9 +36,11 @@ def replica(backend, fake_upstream):
     def start(first: ServerProcess, **env: str) -> ServerProcess | None:
         if backend == "sqlite":
             return None
-        other = ServerProcess(first.data_dir.with_name(first.data_dir.name + "-replica"),
-                              first.env["ASSISTANTD_DATABASE_URL"], ASSISTANTD_UPSTREAM_BASE_URL=fake_upstream.base_url,
+        # Replicas share the data folder (uploaded files' bytes), as docker/compose.yaml's do.
+        other = ServerProcess(first.data_dir, first.env["ASSISTANTD_DATABASE_URL"],
+                              ASSISTANTD_UPSTREAM_BASE_URL=fake_upstream.base_url,
                               ASSISTANTD_SANDBOX_WARM_POOL="0", **env)
+        other.log_path = first.data_dir / "server-replica.log"
         started.append(other)
         return other.start()
 
