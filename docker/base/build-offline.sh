@@ -10,8 +10,9 @@
 # certificates added to the system trust store (/usr/local/share/ca-certificates: a network that
 # re-signs TLS needs them for pip, apt over https and the server's own upstream calls), packed with
 # `tar | docker import`. <hash> covers this script, docker/debian-rootfs.sh and those certificates;
-# an image of that name that exists is reused (a second call takes a second). ~1 min, ~60 MB of
-# downloads. Needs root (debootstrap, chroot) and Debian's mirror; nothing else is fetched.
+# an image of that name that exists is reused (a second call takes a second). ~3 min here (2 busy
+# cores: debootstrap 2 min, the upgrade from -updates/-security 40 s), ~60 MB of downloads. Needs
+# root (debootstrap, chroot) and Debian's mirror; nothing else is fetched.
 #
 # Environment:
 #   ASSISTANTD_BASE_CACHE    work dir for the rootfs and .deb cache (default /var/cache/assistantd-base)
@@ -82,7 +83,7 @@ if [ ${#cas[@]} -gt 0 ]; then
     log "trusting ${#cas[@]} local CA certificate(s) from $CA_DIR"
     install -d "$ROOTFS/usr/local/share/ca-certificates"
     install -m 0644 "${cas[@]}" "$ROOTFS/usr/local/share/ca-certificates/"
-    chroot "$ROOTFS" "${ROOTFS_ENV[@]}" update-ca-certificates >/dev/null
+    chroot "$ROOTFS" "${ROOTFS_ENV[@]}" update-ca-certificates >/dev/null 2>&1   # (it warns about the bundle itself)
 fi
 rootfs_scrub "$ROOTFS"
 
