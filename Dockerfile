@@ -30,10 +30,12 @@ RUN python3 -m venv /opt/venv \
 
 # The package, installed editable in place: migrations and alembic.ini are found beside src/ as
 # in a checkout (assistantd.db.migrate), and the embedding model's tokenizer ships in src/.
-COPY README.md alembic.ini ./
+# README.md (pyproject's long description) stays out of the context: editing it rebuilds nothing.
+COPY alembic.ini ./
 COPY migrations ./migrations
 COPY src ./src
-RUN pip install -q --no-deps -e . \
+RUN touch README.md \
+ && pip install -q --no-deps -e . \
  && python3 -m compileall -q src migrations \
  && groupadd --system --gid 10001 assistantd \
  && useradd --system --uid 10001 --gid assistantd --home-dir /home/assistantd --create-home \

@@ -84,7 +84,7 @@ build() {  # image context path...
 }
 
 build "${ASSISTANTD_IMAGE:-assistantd:latest}" "$ROOT" \
-    Dockerfile .dockerignore pyproject.toml README.md alembic.ini migrations src
+    Dockerfile .dockerignore pyproject.toml alembic.ini migrations src
 build "${ASSISTANTD_POSTGRES_IMAGE:-assistantd-postgres:latest}" "$DOCKER_DIR/postgres" .
 build "${ASSISTANTD_FRONT_IMAGE:-assistantd-front:latest}" "$DOCKER_DIR/front" .
 
