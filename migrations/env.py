@@ -6,6 +6,7 @@ import asyncio
 from logging.config import fileConfig
 
 from alembic import context
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from assistantd.db.models import Base
@@ -26,6 +27,9 @@ def _url() -> str:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     return settings.sqlalchemy_url
 
+
+# pg_advisory_xact_lock key: replicas started together migrate one at a time (any fixed number).
+MIGRATION_LOCK = 0x61737364  # "assd"
 
 # Search structures kept outside the model (see assistantd.db.models.Chunk).
 UNMANAGED_COLUMNS = {"tsv", "embedding_vec"}
@@ -50,6 +54,10 @@ def _run(connection) -> None:
         compare_type=True,
     )
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            # Several servers starting at once on one database (replicas) would each apply the
+            # same migrations; the others wait here, then find the schema at head and do nothing.
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         context.run_migrations()
 
 

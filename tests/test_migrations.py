@@ -152,3 +152,16 @@ def test_tool_io_migration_moves_built_in_tool_bookkeeping_both_ways(fresh, fake
             assert http.get(f"/v1/threads/{t['id']}/runs/{run['id']}/steps?order=asc").json()["data"] == steps
     finally:
         server.stop()
+
+
+def test_servers_migrating_one_database_at_once_all_succeed(fresh):
+    """Replicas started together (docker compose --scale) each migrate at start: on PostgreSQL an
+    advisory lock makes them take turns, so none fails on tables another just made."""
+    if fresh.url is None:
+        pytest.skip("one SQLite file has one server")
+    procs = [subprocess.Popen([sys.executable, "-m", "assistantd", "migrate"], cwd=ROOT, env=fresh.env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, f"exit {proc.returncode}\n{out}\n{err}"
+    assert _head(fresh) in _ok(fresh.alembic("current"))

@@ -32,8 +32,8 @@ something, else ``file_search`` (with the user's words as the query) when that i
 answers a file_search result by quoting the first passage and copying its citation marker, any
 other tool result with "The tool returned: …", and otherwise echoes the last user message.
 ``GET /__fake/requests`` lists the request bodies it received, ``GET /__fake/ports`` the client
-port each came from, ``GET /__fake/ends`` when each streamed answer ended and how: ``done`` (sent
-to its end) or ``closed`` (stopped before: the client went away, or a scripted drop).
+address (host and port) each came from, ``GET /__fake/ends`` when each streamed answer ended and how:
+``done`` (sent to its end) or ``closed`` (stopped before: the client went away, or a scripted drop).
 
     python -m assistantd.testing.fake_upstream --port 9000
 """
@@ -59,7 +59,7 @@ MARKER = re.compile(r"【\d+:\d+†[^】]*】")
 
 _scripts: dict[str, deque[dict[str, Any]]] = defaultdict(deque)
 _requests: list[dict[str, Any]] = []
-_ports: list[tuple[str | None, int]] = []  # (tag, client port) of each chat request, in order
+_ports: list[tuple[str | None, str | None, int]] = []  # (tag, client host, client port) of each chat request
 _ends: list[tuple[str | None, float, str]] = []  # (tag, time.time(), "done" | "closed") of each stream
 RECORD = True  # benchmarks turn this off (--no-record) so memory stays flat
 
@@ -137,7 +137,8 @@ async def chat_completions(request: Request) -> Response:
     tag = find_tag(body)
     if RECORD:
         _requests.append(body)
-        _ports.append((tag, request.client.port if request.client else 0))
+        _ports.append((tag, request.client.host if request.client else None,
+                       request.client.port if request.client else 0))
     turn = _scripts[tag].popleft() if tag and _scripts.get(tag) else default_turn(body)
     if turn.get("raw") is not None:
         return _raw(turn)
@@ -244,9 +245,10 @@ async def list_requests(request: Request) -> Response:
 
 
 async def list_ports(request: Request) -> Response:
-    """The client port each chat request came from, with its tag: a client that keeps its
-    connections alive sends several requests from one port."""
-    return JSONResponse([{"tag": tag, "port": port} for tag, port in _ports])
+    """The client address each chat request came from, with its tag: a client that keeps its
+    connections alive sends several requests from one port; the host tells servers apart when
+    several (replicas in containers) share one fake."""
+    return JSONResponse([{"tag": tag, "host": host, "port": port} for tag, host, port in _ports])
 
 
 async def list_ends(request: Request) -> Response:
