@@ -38,14 +38,13 @@ from assistantd.tools.base import ToolContext, ToolFailure
 from assistantd.tools.presentation import tool_type_of
 from assistantd.tools.registry import ToolRegistry
 from assistantd.tools.schemas import Function, FunctionToolCall
-from assistantd.upstream.client import UpstreamClient, UpstreamError
+from assistantd.upstream.client import END_OF_ANSWER, UpstreamClient
 
 __all__ = ["RunContext", "RunExecutor"]
 
 log = logging.getLogger("assistantd.executor")
 
 MAX_TURNS = 50  # model turns in one run before it is failed (a model stuck calling tools)
-_END = object()  # the upstream's answer is over
 
 
 class RunExecutor:
@@ -141,9 +140,9 @@ class RunExecutor:
         if ctx.deadline - time.monotonic() < limit:
             limit, expired = max(0.0, ctx.deadline - time.monotonic()), self._run_timeout_message()
         queue = ctx.queue = asyncio.Queue()
-        pump = asyncio.create_task(self._pump(prompt.body, queue, limit, expired))
+        pump = asyncio.create_task(self.upstream.pump_chat(prompt.body, queue, limit, expired))
         try:
-            while (item := await queue.get()) is not _END:
+            while (item := await queue.get()) is not END_OF_ANSWER:
                 if item is CANCEL:
                     raise RunCancelled()
                 if isinstance(item, BaseException):
@@ -156,25 +155,6 @@ class RunExecutor:
                 pump.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await pump
-
-    async def _pump(self, body: dict[str, Any], queue: asyncio.Queue, limit: float, expired: str) -> None:
-        """Read the upstream stream into ``queue`` within ``limit`` seconds, else fail with
-        ``expired`` (network only: cancelling it is always safe)."""
-        try:
-            async with asyncio.timeout(limit):
-                async for chunk in self.upstream.stream_chat(body):
-                    queue.put_nowait(chunk)
-            queue.put_nowait(_END)
-        except asyncio.CancelledError:
-            raise
-        except TimeoutError:
-            queue.put_nowait(UpstreamError("server_error", expired))
-        except UpstreamError as exc:
-            queue.put_nowait(exc)
-        except Exception as exc:
-            log.exception("reading the model's answer failed")
-            queue.put_nowait(UpstreamError("server_error", f"Reading the model's answer failed "
-                                                           f"({type(exc).__name__}); see the server log."))
 
     async def _on(self, ctx: RunContext, turn: Turn, happening: TextDelta | ToolCallStarted | InputDelta) -> None:
         run_id = ctx.run.id

@@ -7,6 +7,7 @@ so no per-chunk model validation sits on that path.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -30,6 +31,7 @@ CONNECT_RETRIES = 2
 # TCP (and TLS) handshake, few enough that the scan stays cheap.
 KEEPALIVE_CONNECTIONS = 16
 DRAIN_SECONDS = 1.0  # how long the end of a body may lag behind its [DONE]
+END_OF_ANSWER = object()  # what pump_chat puts on its queue once the answer is over
 ERROR_BODY_BYTES = 64 * 1024  # of an error answer's body, read for its message
 DETAIL_CHARS = 300  # of the upstream's own error message, shown in last_error
 
@@ -81,6 +83,26 @@ class UpstreamClient:
                     what = "The connection to the model broke during its answer" if started \
                         else "Could not reach the model"
                     raise UpstreamError("server_error", f"{what} ({type(exc).__name__}).") from exc
+
+    async def pump_chat(self, body: dict[str, Any], queue: asyncio.Queue, limit: float, expired: str) -> None:
+        """Put the chunks of :meth:`stream_chat` on ``queue`` within ``limit`` seconds, then
+        :data:`END_OF_ANSWER`; a failure goes on the queue as an :class:`UpstreamError` (``expired``
+        when the time is up). Network only: cancelling it is always safe."""
+        try:
+            async with asyncio.timeout(limit):
+                async for chunk in self.stream_chat(body):
+                    queue.put_nowait(chunk)
+            queue.put_nowait(END_OF_ANSWER)
+        except asyncio.CancelledError:
+            raise
+        except TimeoutError:
+            queue.put_nowait(UpstreamError("server_error", expired))
+        except UpstreamError as exc:
+            queue.put_nowait(exc)
+        except Exception as exc:
+            log.exception("reading the model's answer failed")
+            queue.put_nowait(UpstreamError("server_error", f"Reading the model's answer failed "
+                                                           f"({type(exc).__name__}); see the server log."))
 
     async def _stream_once(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         try:
