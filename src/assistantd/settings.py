@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 512 * 1024 * 1024
     max_concurrent_runs: int = 256
     run_expiry_seconds: int = 600  # a run left queued or waiting for tool outputs this long expires
+    file_sweep_seconds: float = 60.0  # how often each process looks for expired files to delete
     upstream_connect_timeout: float = 10.0
     upstream_read_timeout: float = 300.0
     context_windows_raw: str = Field(default="", validation_alias="ASSISTANTD_CONTEXT_WINDOWS")

@@ -216,4 +216,5 @@ class RunWorker:
     async def _expire(self) -> None:
         async with self.store.writing() as writes:
             for run in await self.queue.expired(writes):
-                await writes.end(run, RunStatus.EXPIRED, expect=(run.status,))
+                if await writes.end(run, RunStatus.EXPIRED, expect=(run.status,)):
+                    log.info("run %s expired", run.id)
