@@ -1,7 +1,12 @@
 """One sandbox: a locked-down Docker container running the kernel (docker/sandbox/kernel.py),
 reached over ``docker attach`` (its stdin/stdout) — no network, no process per call.
 
-Blocking Docker calls run in worker threads; :meth:`Sandbox.call` is the async surface.
+Blocking Docker calls run in worker threads; :meth:`Sandbox.execute` is the async surface.
+
+Any client of the Docker engine can attach to a running sandbox, so a sandbox started by one
+server process can be used by another (:meth:`Sandbox.existing`); the pool lets one process at a
+time do so, and every request carries an id of its own, so an answer meant for another client
+that is (still) attached is never taken for ours.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ import base64
 import json
 import logging
 import math
+import os
 import socket
 import struct
 import threading
@@ -61,14 +67,17 @@ class AnswerTooLarge(KernelDied):
 
 
 class Sandbox:
-    def __init__(self, client, image: str, limits: SandboxLimits, labels: dict[str, str]) -> None:
-        self.client, self.image, self.limits, self.labels = client, image, limits, labels
+    def __init__(self, client, image: str, limits: SandboxLimits, labels: dict[str, str],
+                 name: str | None = None) -> None:
+        self.client, self.image, self.limits, self.labels, self.name = client, image, limits, labels, name
         self.container = None
         self._sock = None
         self._partial: list[bytes] = []  # pieces of the stdout line not yet complete
         self._partial_size = 0
         self._lines: list[bytes] = []
+        self._token = os.urandom(4).hex()  # request ids are "<token>-<n>": unique to this client
         self._next_id = 1
+        self._last_id: str | None = None
         self._lock = threading.Lock()  # one request at a time on the channel
         self.thread_id: str | None = None
         self.tenant: str | None = None
@@ -104,11 +113,29 @@ class Sandbox:
                          **dict.fromkeys(("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"),
                                          str(max(1, math.ceil(limits.cpus))))},
             labels={LABEL: "1", **self.labels},
+            name=self.name,
         )
         self._attach()
         self.container.start()
         self._request({"op": "ping"}, timeout=60)  # answered once the kernel has preloaded
         return self
+
+    @classmethod
+    def existing(cls, client, name: str, limits: SandboxLimits) -> "Sandbox":
+        """A running sandbox (maybe started by another process), attached to its kernel now.
+        Raises ``docker.errors.NotFound`` when the container is gone."""
+        sandbox = cls(client, "", limits, {}, name)
+        sandbox.container = client.containers.prepare_model({"Id": name})
+        sandbox._attach()
+        return sandbox
+
+    @property
+    def label(self) -> str:
+        return self.name or self.container.id[:12]
+
+    def detach(self) -> None:
+        """Stop listening to the kernel (the container and its state stay)."""
+        self._close_socket()
 
     def _attach(self) -> None:
         raw = self.client.api.attach_socket(
@@ -121,7 +148,7 @@ class Sandbox:
         try:
             self.container.kill()
         except Exception as exc:  # already stopped (the kernel died: out of memory, killed)
-            log.debug("killing sandbox %s: %s", self.container.id[:12], exc)
+            log.debug("killing sandbox %s: %s", self.label, exc)
         self.container.wait(timeout=10)
         self._close_socket()
         self._attach()
@@ -135,7 +162,7 @@ class Sandbox:
             try:
                 self.container.remove(force=True)
             except Exception as exc:  # already gone
-                log.debug("removing sandbox %s: %s", self.container.id[:12], exc)
+                log.debug("removing sandbox %s: %s", self.label, exc)
 
     def _close_socket(self) -> None:
         if self._sock is not None:
@@ -149,7 +176,7 @@ class Sandbox:
 
     def _request(self, payload: dict[str, Any], timeout: float) -> dict[str, Any]:
         with self._lock:
-            request_id = self._next_id
+            request_id = self._last_id = f"{self._token}-{self._next_id}"
             self._next_id += 1
             line = json.dumps({**payload, "id": request_id}).encode() + b"\n"
             try:
@@ -244,7 +271,7 @@ class Sandbox:
                         "images": [], "files": []}
         except KernelDied as exc:
             status = "its channel was flooded" if isinstance(exc, AnswerTooLarge) else self._exit_status()
-            log.warning("sandbox %s: kernel restarted (%s)", self.container.id[:12], status)
+            log.warning("sandbox %s: kernel restarted (%s)", self.label, status)
             self.restart()
             return {"ok": False, "restarted": True, "stdout": "", "stderr": "", "images": [], "files": [],
                     "error": {"name": "KernelDied", "traceback": "",
@@ -259,7 +286,7 @@ class Sandbox:
         with self._lock:
             while True:
                 answer = json.loads(self._read_line(deadline))
-                if answer.get("id") == self._next_id - 1:
+                if answer.get("id") == self._last_id:
                     return answer
 
     def _exit_status(self) -> str:
