@@ -125,7 +125,7 @@ def test_each_file_is_ingested_once_by_three_replicas(replicas, fake_upstream):
 
 
 def test_each_run_expires_once_with_two_replicas(replicas, fake_upstream):
-    servers = replicas(2, "shared-expiry", ASSISTANTD_RUN_EXPIRY_SECONDS="2")
+    servers = replicas(2, "shared-expiry", ASSISTANTD_RUN_EXPIRY_SECONDS="3")
     runs = []
     for i in range(12):
         client = make_client(servers[i % 2].base_url)

@@ -310,6 +310,10 @@ class SandboxPool:
                     log.warning("sandbox %s of thread %s is gone (%s); starting another", leased.id, thread_id, exc)
                     await self._forget(leased.id)
                     continue
+                except BaseException:  # cancelled: the lease must not wait 30 s to lapse
+                    async with self.db.write() as session:
+                        await records.release(session, leased.id, self.workers.id, leased.placed_files)
+                    raise
                 sandbox.placed_files = set(leased.placed_files)
                 return leased.id, sandbox
             if leased is None:
