@@ -33,7 +33,7 @@ HOUR = 3600
 def replicas(databases, fake_upstream):
     """``replicas(n, name, **env)`` → ``n`` started servers sharing one fresh PostgreSQL database
     and one data folder, started all at once (their migrations take turns)."""
-    if databases.backend != "postgresql":
+    if databases.backend == "sqlite":
         pytest.skip("replicas share a PostgreSQL database (ASSISTANTD_TEST_POSTGRES_URL)")
     started: list[ServerProcess] = []
 
@@ -96,8 +96,12 @@ def pg(url: str, sql: str, *args):
 
 # --- background work ---------------------------------------------------------------------------
 
-def test_each_file_is_ingested_once_by_three_replicas(replicas, fake_upstream):
+@pytest.mark.vector_search  # also with pgvector: the three enable it at once, and each must have it
+def test_each_file_is_ingested_once_by_three_replicas(replicas, fake_upstream, databases):
     servers = replicas(3, "shared-ingest", ASSISTANTD_EMBEDDINGS="upstream:fake-embedding")
+    if databases.backend == "pgvector":
+        for server in servers:
+            assert "vector search runs in PostgreSQL" in full_log(server), full_log(server)[-3000:]
     clients = [make_client(s.base_url) for s in servers]
     store = clients[0].vector_stores.create()
     words, file_ids = {}, []
