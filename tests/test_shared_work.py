@@ -190,7 +190,7 @@ def test_a_threads_code_state_follows_it_across_replicas(replicas, fake_upstream
     # A stops: the thread's sandbox is the deployment's, not A's; B (the only one left) uses it.
     a.stop()
     assert len(containers_of(docker, instance)) == 1
-    assert completed(cb, fake_upstream, bot, thread_id, "x += 1\nprint(x)")["logs"] == "43"
+    assert completed(cb, fake_upstream, bot, thread_id, "x += 2\nprint(x)")["logs"] == "43"
     # A comes back while B is alive: its start-up removes nothing, and it finds the kernel too.
     a.start()
     with make_client(a.base_url, timeout=60) as ca:
