@@ -260,7 +260,9 @@ class Sandbox:
                 answer["error"] = {"name": "TimeoutError", "value": value,
                                    "traceback": f"{trace}TimeoutError: {value}" if trace.strip() else ""}
                 return answer
-            except (TimeoutError, KernelDied, Exception):
+            except Exception as exc:  # TimeoutError, KernelDied, or the engine refused the signal
+                log.warning("sandbox %s: interrupting the execution failed (%r); restarting the kernel",
+                            self.label, exc)
                 self.restart()
                 return {"ok": False, "timed_out": True, "restarted": True, "stdout": "", "stderr": "",
                         "error": {"name": "TimeoutError", "traceback": "",
