@@ -81,17 +81,18 @@ def no_failed_jobs(servers: list[ServerProcess]) -> None:
             assert failure not in text, text[-3000:]
 
 
-def pg(url: str, sql: str, *args):
+async def pg_async(url: str, sql: str, *args):
     import asyncpg
 
-    async def run():
-        conn = await asyncpg.connect(url)
-        try:
-            return await conn.fetch(sql, *args)
-        finally:
-            await conn.close()
+    conn = await asyncpg.connect(url)
+    try:
+        return await conn.fetch(sql, *args)
+    finally:
+        await conn.close()
 
-    return asyncio.run(run())
+
+def pg(url: str, sql: str, *args):
+    return asyncio.run(pg_async(url, sql, *args))
 
 
 # --- background work ---------------------------------------------------------------------------
@@ -167,6 +168,91 @@ def test_each_expired_file_is_swept_once_with_two_replicas(replicas):
     with make_client(servers[1].base_url) as client:
         assert sorted(f.id for f in client.files.list()) == sorted(kept)
     no_failed_jobs(servers)
+
+
+async def _race(make_job) -> list:
+    """Run ``make_job(i)`` of two "processes" (each with its own engine) at the same instant."""
+    return list(await asyncio.gather(*(make_job(i) for i in range(2))))
+
+
+def test_two_expiry_rounds_at_the_same_instant_expire_each_run_once(replicas, fake_upstream):
+    """The maintenance loops of two processes rarely tick together; here they do, on purpose."""
+    from assistantd.db import Database
+    from assistantd.runs.events import LocalEventBus
+    from assistantd.runs.queue import RunQueue
+    from assistantd.runs.states import RunStatus
+    from assistantd.runs.store import RunStore
+    from assistantd.settings import Settings
+
+    (server,) = replicas(1, "shared-expiry-race")
+    tag = fake_upstream.script(*[{"tool_calls": [{"name": "get_weather", "arguments": {"city": "Rome"}}]}] * 30)
+    with make_client(server.base_url) as client:
+        bot = assistant(client, tools=[WEATHER_TOOL])
+        runs = [client.beta.threads.runs.create_and_poll(
+            thread_id=client.beta.threads.create(messages=[{"role": "user", "content": f"Hi {marker(tag)}"}]).id,
+            assistant_id=bot.id, poll_interval_ms=POLL_MS) for _ in range(30)]
+    assert {r.status for r in runs} == {"requires_action"}
+    server.stop()
+    url = server.env["ASSISTANTD_DATABASE_URL"]
+    pg(url, "UPDATE runs SET expires_at = $1", int(time.time()) - 1)
+    async_url = Settings(_env_file=None, database_url=url).sqlalchemy_url
+
+    async def race() -> list[list[str]]:
+        dbs = [Database(async_url) for _ in range(2)]
+
+        async def expire(i: int) -> list[str]:  # what RunWorker._expire does
+            ended = []
+            async with RunStore(dbs[i], LocalEventBus()).writing() as writes:
+                for run in await RunQueue(dbs[i]).expired(writes):
+                    if await writes.end(run, RunStatus.EXPIRED, expect=(run.status,)):
+                        ended.append(run.id)
+            return ended
+
+        try:
+            return await _race(expire)
+        finally:
+            for db in dbs:
+                await db.dispose()
+
+    first, second = asyncio.run(race())
+    assert Counter(first + second) == Counter(r.id for r in runs)
+    rows = pg(url, "SELECT status, count(*) AS n FROM run_steps GROUP BY status")
+    assert {r["status"]: r["n"] for r in rows} == {"expired": 30}
+
+
+def test_two_sweeps_at_the_same_instant_delete_each_file_once(replicas, tmp_path):
+    from types import SimpleNamespace
+
+    from assistantd.db import Database
+    from assistantd.files.router import sweep_expired
+    from assistantd.files.storage import FileStore
+    from assistantd.settings import Settings
+
+    (server,) = replicas(1, "shared-sweep-race")
+    with make_client(server.base_url) as client:
+        uploads = [client.files.create(file=(f"r{i}.bin", b"x" * 10), purpose="assistants",
+                                       expires_after={"anchor": "created_at", "seconds": HOUR}).id for i in range(40)]
+    server.stop()
+    url, files_dir = server.env["ASSISTANTD_DATABASE_URL"], server.data_dir / "files"
+    async_url = Settings(_env_file=None, database_url=url).sqlalchemy_url
+
+    async def race() -> list[int]:
+        states = [SimpleNamespace(db=Database(async_url), files=FileStore(files_dir)) for _ in range(2)]
+        swept = []
+        try:
+            for batch in range(4):  # four rounds of ten files, each swept by two at once
+                await pg_async(url, "UPDATE files SET expires_at = $1 WHERE id = ANY($2::text[])",
+                               int(time.time()) - 1, uploads[batch * 10:(batch + 1) * 10])
+                swept += await _race(lambda i: sweep_expired(states[i]))
+        finally:
+            for state in states:
+                await state.db.dispose()
+        return swept
+
+    swept = asyncio.run(race())
+    assert sum(swept) == 40, swept  # every file once: one of each pair swept its ten, the other none
+    assert not any((files_dir / f).exists() for f in uploads)
+    assert pg(url, "SELECT count(*) AS n FROM files")[0]["n"] == 0
 
 
 # --- sandboxes -----------------------------------------------------------------------------------
