@@ -50,7 +50,7 @@ log = logging.getLogger("assistantd.sandbox")
 INSTANCE_LABEL = "assistantd.instance"
 WORKER_LABEL = "assistantd.worker"
 ID_LABEL = "assistantd.sandbox_id"
-LEASE_SECONDS = 30.0  # a thread's sandbox used by a process that stopped renewing this is free again
+LEASE_SECONDS = 15.0  # a thread's sandbox used by a process that stopped renewing this is free again
 POLL_SECONDS = 0.5  # how often a call waiting for a sandbox looks again (others may release one)
 # Admissions, warm-ups, reaping and the first start / last stop take turns (an advisory lock on
 # PostgreSQL): each reads the records as a whole, and none can deadlock another on their rows.
