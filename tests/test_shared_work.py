@@ -326,3 +326,40 @@ def test_the_tenant_bound_counts_the_sandboxes_of_every_replica(replicas, fake_u
     assert len(containers_of(docker, instance)) == 1
     assert completed(ca, fake_upstream, bot, first, "print('x' in globals())")["logs"] == "False"
     assert len(containers_of(docker, instance)) == 1
+
+
+def test_a_process_that_lost_the_lease_lets_the_kernel_go_unharmed(docker):
+    """What a process does when its lease on a thread's sandbox was taken over (it was too slow
+    to renew): its call ends at once — its attached socket would otherwise stall the kernel's
+    output for the new holder (Docker hands it to every attached client in turn) — and the
+    kernel, now another process's, is neither restarted nor touched."""
+    import threading
+
+    from assistantd.sandbox.container import Abandoned, Sandbox, SandboxLimits
+
+    limits = SandboxLimits(memory="256m", cpus=1, pids=64, tmp_size="16m", data_size="16m", exec_timeout=30)
+    name = f"assistantd-test-abandon-{secrets.token_hex(4)}"
+    first = Sandbox(docker, "assistantd-sandbox:latest", limits, {}, name).start()
+    try:
+        first.execute_blocking("kept = 7")
+        outcome = {}
+
+        def call() -> None:
+            try:
+                outcome["answer"] = first.execute_blocking("import time\ntime.sleep(3)\nprint('slept')")
+            except Abandoned as exc:
+                outcome["abandoned"] = exc
+
+        caller = threading.Thread(target=call)
+        started = time.monotonic()
+        caller.start()
+        time.sleep(0.5)
+        first.abandon()
+        caller.join(10)
+        assert "abandoned" in outcome and time.monotonic() - started < 2.5, outcome
+        # The new holder attaches: the kernel finished the cell and kept its state.
+        second = Sandbox.existing(docker, name, limits)
+        assert second.execute_blocking("print(kept)")["stdout"] == "7\n"
+        second.detach()
+    finally:
+        first.remove()

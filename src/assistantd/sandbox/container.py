@@ -66,6 +66,11 @@ class AnswerTooLarge(KernelDied):
     """Something in the sandbox wrote more to the kernel's channel than an answer may hold."""
 
 
+class Abandoned(Exception):
+    """This client let the sandbox go (another process uses it now): its call ends, and nothing
+    of the sandbox — its kernel above all — may be touched."""
+
+
 class Sandbox:
     def __init__(self, client, image: str, limits: SandboxLimits, labels: dict[str, str],
                  name: str | None = None) -> None:
@@ -78,6 +83,7 @@ class Sandbox:
         self._token = os.urandom(4).hex()  # request ids are "<token>-<n>": unique to this client
         self._next_id = 1
         self._last_id: str | None = None
+        self._abandoned = False
         self._lock = threading.Lock()  # one request at a time on the channel
         self.thread_id: str | None = None
         self.tenant: str | None = None
@@ -137,6 +143,17 @@ class Sandbox:
         """Stop listening to the kernel (the container and its state stay)."""
         self._close_socket()
 
+    def abandon(self) -> None:
+        """Let go at once, from any thread: a call reading the channel ends with :class:`Abandoned`
+        (the socket is shut down, which wakes it) and is not followed by a restart."""
+        self._abandoned = True
+        sock = self._sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
     def _attach(self) -> None:
         raw = self.client.api.attach_socket(
             self.container.id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
@@ -145,6 +162,8 @@ class Sandbox:
 
     def restart(self) -> None:
         """A fresh kernel in the same container (its state and /mnt/data are lost)."""
+        if self._abandoned:
+            raise Abandoned("the sandbox was let go; it is not restarted")
         try:
             self.container.kill()
         except Exception as exc:  # already stopped (the kernel died: out of memory, killed)
@@ -182,6 +201,8 @@ class Sandbox:
             try:
                 self._sock.sendall(line)
             except OSError as exc:
+                if self._abandoned:
+                    raise Abandoned("the sandbox was let go") from exc
                 raise KernelDied(f"the kernel is gone ({exc})") from exc
             deadline = time.monotonic() + timeout
             while True:
@@ -231,6 +252,8 @@ class Sandbox:
         while got < size:
             chunk = self._sock.recv(size - got)
             if not chunk:
+                if self._abandoned:
+                    raise Abandoned("the sandbox was let go")
                 raise KernelDied("the kernel exited (out of memory or killed)")
             chunks.append(chunk)
             got += len(chunk)
@@ -261,6 +284,8 @@ class Sandbox:
                                    "traceback": f"{trace}TimeoutError: {value}" if trace.strip() else ""}
                 return answer
             except Exception as exc:  # TimeoutError, KernelDied, or the engine refused the signal
+                if self._abandoned:
+                    raise Abandoned("the sandbox was let go") from exc
                 log.warning("sandbox %s: interrupting the execution failed (%r); restarting the kernel",
                             self.label, exc)
                 self.restart()
@@ -272,6 +297,8 @@ class Sandbox:
                                            "files) was lost."},
                         "images": [], "files": []}
         except KernelDied as exc:
+            if self._abandoned:
+                raise Abandoned("the sandbox was let go") from exc
             status = "its channel was flooded" if isinstance(exc, AnswerTooLarge) else self._exit_status()
             log.warning("sandbox %s: kernel restarted (%s)", self.label, status)
             self.restart()

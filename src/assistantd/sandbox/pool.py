@@ -260,7 +260,7 @@ class SandboxPool:
             entry.users += 1
         else:
             record_id, sandbox = await self._acquire(thread_id, tenant)
-            renewing = asyncio.create_task(self._renew(record_id))
+            renewing = asyncio.create_task(self._renew(record_id, sandbox))
             entry = self._borrowed[thread_id] = _Borrowed(record_id, sandbox, renewing)
         try:
             yield entry.sandbox
@@ -276,16 +276,25 @@ class SandboxPool:
                                               sorted(entry.sandbox.placed_files))
                 self._released.set()
 
-    async def _renew(self, record_id: str) -> None:
+    async def _renew(self, record_id: str, sandbox: Sandbox) -> None:
         while True:
             await asyncio.sleep(LEASE_SECONDS / 3)
             try:
                 async with self.db.write() as session:
-                    await records.renew(session, record_id, self.workers.id, LEASE_SECONDS)
+                    held = await records.renew(session, record_id, self.workers.id, LEASE_SECONDS)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("renewing the lease of sandbox %s failed", record_id)
+                continue
+            if not held:
+                # Another process took the kernel over (this one was too slow to renew): stop
+                # listening at once. Docker's attach hands the kernel's output to every attached
+                # client in turn, so one that stops reading would stall the kernel for the new
+                # holder. This process's call fails.
+                log.warning("lost the lease of sandbox %s; letting its kernel go", record_id)
+                sandbox.abandon()
+                return
 
     async def _acquire(self, thread_id: str, tenant: str) -> tuple[str, Sandbox]:
         """The thread's sandbox, leased and attached: its own if it has one (wherever it was

@@ -53,9 +53,11 @@ async def lease(session: AsyncSession, thread_id: str, worker: str, seconds: flo
     return False if await session.scalar(select(R.id).where(R.thread_id == thread_id)) else None
 
 
-async def renew(session: AsyncSession, record_id: str, worker: str, seconds: float) -> None:
-    await session.execute(update(R).where(R.id == record_id, R.holder == worker)
-                          .values(lease_until=time.time() + seconds))
+async def renew(session: AsyncSession, record_id: str, worker: str, seconds: float) -> bool:
+    """Extend ``worker``'s lease; False when it no longer holds it (it lapsed and was taken)."""
+    result = await session.execute(update(R).where(R.id == record_id, R.holder == worker)
+                                   .values(lease_until=time.time() + seconds))
+    return result.rowcount == 1
 
 
 async def release(session: AsyncSession, record_id: str, worker: str, placed_files: list[str]) -> None:
