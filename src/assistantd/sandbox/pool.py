@@ -8,7 +8,10 @@ Where a sandbox is: every container is recorded in the ``sandboxes`` table
 deployment, not to the process that started it: whichever process executes the thread's run
 leases the record (one process at a time; the lease is renewed while the call lasts) and attaches
 to the container's kernel through the engine, so variables defined in a run on one replica are
-there in the next run on another. Warm sandboxes belong to the process that started them.
+there in the next run on another. A process attaches only for the length of a call, and one
+that finds its lease taken over abandons the kernel at once (Docker hands the kernel's output
+to every attached client in turn: one that stops reading stalls it for all). Warm sandboxes
+belong to the process that started them.
 
 Bounds, counted over the deployment (every process on the database): at most
 ``sandbox_max_total`` sandboxes (warm ones included) and ``sandbox_max_per_tenant`` held by one
