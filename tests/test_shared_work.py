@@ -363,3 +363,15 @@ def test_a_process_that_lost_the_lease_lets_the_kernel_go_unharmed(docker):
         second.detach()
     finally:
         first.remove()
+
+
+def test_a_server_stopping_while_it_warms_a_sandbox_stops_at_once_and_leaves_none(docker, spawn):
+    """A warm-up waits up to 2 minutes for its kernel's imports; a stopping server does not wait
+    for it (a replica SIGKILLed for being slow to stop would leave its containers behind)."""
+    server = spawn("warming-stop", ASSISTANTD_SANDBOX_WARM_POOL="2")
+    instance = instance_of(server)
+    wait_for(lambda: containers_of(docker, instance), timeout=30, what="a warm-up under way")
+    started = time.monotonic()
+    server.stop(timeout=60)
+    assert time.monotonic() - started < 10
+    assert containers_of(docker, instance) == []

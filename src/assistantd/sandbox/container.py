@@ -195,6 +195,8 @@ class Sandbox:
 
     def _request(self, payload: dict[str, Any], timeout: float) -> dict[str, Any]:
         with self._lock:
+            if self._abandoned:
+                raise Abandoned("the sandbox was let go")
             request_id = self._last_id = f"{self._token}-{self._next_id}"
             self._next_id += 1
             line = json.dumps({**payload, "id": request_id}).encode() + b"\n"

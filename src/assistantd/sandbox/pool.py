@@ -109,6 +109,7 @@ class SandboxPool:
         self._warm_starting = 0
         self._borrowed: dict[str, _Borrowed] = {}  # thread id → its sandbox while this process uses it
         self._filling: asyncio.Task | None = None
+        self._preparing: set[Sandbox] = set()  # being started in a worker thread (abandoned at close)
         self._released = asyncio.Event()  # set whenever this process releases or removes a sandbox
         self._closed = False
 
@@ -144,7 +145,10 @@ class SandboxPool:
             self._image_checked = True
         labels = {INSTANCE_LABEL: self.instance, WORKER_LABEL: self.workers.id, ID_LABEL: record_id}
         sandbox = Sandbox(client, self.image, self.limits, labels, records.container_name(record_id))
+        self._preparing.add(sandbox)
         try:
+            if self._closed:
+                raise SandboxUnavailable("The server is shutting down.")
             sandbox.start()
             if preload:
                 sandbox.preload_blocking()
@@ -152,6 +156,8 @@ class SandboxPool:
         except Exception:
             sandbox.remove()
             raise
+        finally:
+            self._preparing.discard(sandbox)
 
     def _remove_blocking(self, record_ids: list[str]) -> None:
         client = self._docker()
@@ -192,6 +198,8 @@ class SandboxPool:
         """Stop using sandboxes: this process's warm ones go; so does every one when no other
         process is left alive. Ends this process's registration (:mod:`assistantd.workers`)."""
         self._closed = True
+        for sandbox in list(self._preparing):  # a warm-up waiting for its kernel ends now
+            sandbox.abandon()
         if self._filling is not None:
             self._filling.cancel()
             await asyncio.gather(self._filling, return_exceptions=True)
