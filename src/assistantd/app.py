@@ -34,11 +34,10 @@ from assistantd.vector_stores import embeddings, pgvector
 from assistantd.vector_stores.ingest import INTERVAL_SECONDS as INGEST_INTERVAL, Ingester
 from assistantd.vector_stores.search import Searcher
 from assistantd.vector_stores.router import router as vector_stores_router
+from assistantd.workers import Workers
 
 log = logging.getLogger("assistantd")
 
-SWEEP_INTERVAL_SECONDS = 60.0
-SANDBOX_REAP_SECONDS = 30.0
 
 
 async def _supervise(name: str, interval: float, job, *args) -> None:
@@ -84,7 +83,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await to_thread.run_sync(model.warm_up)
         pg = await pgvector.prepare(app.state.db) if embedder is not None else None
         app.state.searcher = Searcher(query_embedder, pgvector=pg)
-        app.state.sandboxes = SandboxPool(settings)
+        # This process among the replicas on the database (who is alive: sandboxes a dead one
+        # owned are reclaimed); registered before any background work starts.
+        app.state.workers = Workers(app.state.db)
+        await app.state.workers.register()
+        app.state.sandboxes = SandboxPool(settings, app.state.db, app.state.workers)
         await app.state.sandboxes.start()
         app.state.store = RunStore(app.state.db, app.state.bus)
         tools = ToolRegistry.build(ToolServices(app.state.sandboxes, app.state.searcher))
@@ -92,8 +95,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.worker = RunWorker(executor, app.state.store, RunQueue(app.state.db), settings.max_concurrent_runs)
         await app.state.worker.start()
         tasks = [
-            asyncio.create_task(_supervise("file expiry", SWEEP_INTERVAL_SECONDS, sweep_expired, app.state)),
-            asyncio.create_task(_supervise("sandbox reaping", SANDBOX_REAP_SECONDS, app.state.sandboxes.reap_idle)),
+            asyncio.create_task(app.state.workers.beat_forever()),
+            asyncio.create_task(_supervise("file expiry", settings.file_sweep_seconds, sweep_expired, app.state)),
+            asyncio.create_task(_supervise("sandbox reaping", app.state.sandboxes.reap_interval,
+                                           app.state.sandboxes.reap_idle)),
             asyncio.create_task(_supervise("vector store ingestion", INGEST_INTERVAL,
                                            Ingester(app.state.db, app.state.files, embedder, pg).drain)),
         ]

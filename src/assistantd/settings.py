@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 512 * 1024 * 1024
     max_concurrent_runs: int = 256
     run_expiry_seconds: int = 600  # a run left queued or waiting for tool outputs this long expires
+    file_sweep_seconds: float = 60.0  # how often each process looks for expired files to delete
     upstream_connect_timeout: float = 10.0
     upstream_read_timeout: float = 300.0
     context_windows_raw: str = Field(default="", validation_alias="ASSISTANTD_CONTEXT_WINDOWS")
@@ -62,7 +63,8 @@ class Settings(BaseSettings):
     sandbox_max_output_files: int = 20  # files an execution may hand back
     sandbox_max_output_file_bytes: int = 32 * 1024 * 1024  # their bytes, all together
     sandbox_shm_size: str = "1m"  # the sandbox's /dev/shm
-    sandbox_max_total: int = 32  # sandboxes (containers) this server keeps at once, warm pool included
+    # Both counted over the deployment: every replica on the database, their warm pools included.
+    sandbox_max_total: int = 32  # sandboxes (containers) kept at once
     sandbox_max_per_tenant: int = 8  # of them, held by one tenant's threads
     sandbox_wait_seconds: float = 30.0  # a run waits this long for a free sandbox, then its call fails
     # The upstream model.

@@ -67,6 +67,10 @@ class FakeUpstream:
         """``{"at": time.time(), "how": "done" | "closed"}`` of each streamed answer of ``tag`` that ended."""
         return httpx.get(f"http://127.0.0.1:{self.port}/__fake/ends", params={"tag": tag}).json()
 
+    def embedded(self) -> list[str]:
+        """Every text the fake's embeddings endpoint was given, as often as it was given."""
+        return httpx.get(f"http://127.0.0.1:{self.port}/__fake/embedded").json()
+
     def ports(self) -> list[dict[str, Any]]:
         """``{"tag", "port"}`` of every chat request so far, in order of arrival."""
         return httpx.get(f"http://127.0.0.1:{self.port}/__fake/ports").json()

@@ -234,3 +234,42 @@ class Chunk(Base):
     tokens: Mapped[int] = mapped_column(Integer)
     embedding: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     embedding_model: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+# --- server processes and their shared sandboxes (replicas on one database) ---------------------
+
+class Worker(Base):
+    """A live server process: it writes ``seen_at`` (epoch seconds) every few seconds and deletes
+    its row when it stops. A row not refreshed for :data:`assistantd.workers.TIMEOUT_SECONDS` is
+    a dead process's."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    started_at: Mapped[float]
+    seen_at: Mapped[float]
+
+
+class SandboxRecord(Base):
+    """A code-interpreter sandbox container of the deployment (its Docker name is
+    ``assistantd-<id>``), whichever process started it.
+
+    ``thread_id`` is null for a warm sandbox, which belongs to the process ``worker`` that started
+    it; a thread's sandbox belongs to the deployment and is used by one process at a time, the one
+    holding its lease (``holder``, ``lease_until``). ``placed_files`` are the file ids already
+    copied into its ``/mnt/data``."""
+
+    __tablename__ = "sandboxes"
+    __table_args__ = (
+        Index("ux_sandboxes_thread", "thread_id", unique=True),
+        Index("ix_sandboxes_tenant", "tenant"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    worker: Mapped[str] = mapped_column(String(64))
+    thread_id: Mapped[str | None] = mapped_column(String(64))
+    tenant: Mapped[str | None] = mapped_column(String(64))
+    holder: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[float | None]
+    last_used: Mapped[float]
+    placed_files: Mapped[list[Any]]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse
 from starlette.datastructures import UploadFile
@@ -13,6 +15,7 @@ from assistantd.api.errors import APIError, invalid
 from assistantd.api.dependencies import RequestScope
 from assistantd.api.pagination import FilePage, listed
 from assistantd.api.types import Deleted
+from assistantd.db import locks
 from assistantd.files import service
 from assistantd.files.dependencies import TenantFile
 from assistantd.vector_stores import service as vector_stores_service
@@ -22,6 +25,8 @@ from assistantd.files.schemas import (
     UPLOAD_PURPOSES,
     FileObject,
 )
+
+log = logging.getLogger("assistantd")
 
 router = APIRouter(prefix="/files", tags=["files"], route_class=JSONRoute)
 
@@ -148,10 +153,17 @@ async def file_content(file: TenantFile, request: Request):
 
 
 async def sweep_expired(state) -> int:
-    """Delete files past ``expires_at``; bytes go after the rows (see :mod:`files.storage`)."""
+    """Delete files past ``expires_at``; bytes go after the rows (see :mod:`files.storage`).
+
+    Every server process sweeps; one at a time (an advisory lock on PostgreSQL: a process that
+    finds another sweeping leaves it that round), and a row is deleted by one statement, so each
+    expired file is removed by exactly one process, which then deletes its bytes."""
     async with state.db.write() as session:
+        if not await locks.try_take(session, "assistantd.files.sweep"):
+            return 0
         expired = await service.take_expired(session, ids.now())
         await vector_stores_service.forget_files(session, expired)
     for file_id in expired:
         await state.files.remove(file_id)
+        log.info("expired file %s deleted", file_id)
     return len(expired)

@@ -27,6 +27,7 @@ from assistantd.runs.store import Writes
 __all__ = ["LEASE_SECONDS", "RunQueue"]
 
 LEASE_SECONDS = 10.0  # a run whose executor stops renewing this is orphaned
+EXPIRE_BATCH = 500  # runs expired per transaction (the rest at the next round)
 
 
 class RunQueue:
@@ -98,9 +99,14 @@ class RunQueue:
             select(Run).where(Run.status.in_(states.EXECUTING), condition))).all())
 
     async def expired(self, writes: Writes) -> list[Run]:
-        """Runs nobody took up in time: queued or waiting for tool outputs past ``expires_at``."""
-        return list((await writes.session.scalars(select(Run).where(
-            Run.status.in_((RunStatus.QUEUED, RunStatus.REQUIRES_ACTION)), Run.expires_at < ids.now()))).all())
+        """Runs nobody took up in time: queued or waiting for tool outputs past ``expires_at``.
+        Locked in ``writes``' transaction, skipping those another process is expiring (or
+        claiming) now: processes expiring together take disjoint runs, in one order."""
+        query = select(Run).where(Run.status.in_((RunStatus.QUEUED, RunStatus.REQUIRES_ACTION)),
+                                  Run.expires_at < ids.now()).order_by(Run.seq).limit(EXPIRE_BATCH)
+        if not self.db.is_sqlite:
+            query = query.with_for_update(skip_locked=True)
+        return list((await writes.session.scalars(query)).all())
 
     def _is_dead_local_worker(self, worker: str) -> bool:
         """A worker id is ``host:pid:token``. On this host, a pid that is gone — or that is this

@@ -214,6 +214,10 @@ class RunWorker:
                 self._launch(ctx)
 
     async def _expire(self) -> None:
+        expired = []
         async with self.store.writing() as writes:
             for run in await self.queue.expired(writes):
-                await writes.end(run, RunStatus.EXPIRED, expect=(run.status,))
+                if await writes.end(run, RunStatus.EXPIRED, expect=(run.status,)):
+                    expired.append(run.id)
+        for run_id in expired:  # once committed: of several processes, one expires each run
+            log.info("run %s expired", run_id)

@@ -1,7 +1,12 @@
 """One sandbox: a locked-down Docker container running the kernel (docker/sandbox/kernel.py),
 reached over ``docker attach`` (its stdin/stdout) — no network, no process per call.
 
-Blocking Docker calls run in worker threads; :meth:`Sandbox.call` is the async surface.
+Blocking Docker calls run in worker threads; :meth:`Sandbox.execute` is the async surface.
+
+Any client of the Docker engine can attach to a running sandbox, so a sandbox started by one
+server process can be used by another (:meth:`Sandbox.existing`); the pool lets one process at a
+time do so, and every request carries an id of its own, so an answer meant for another client
+that is (still) attached is never taken for ours.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ import base64
 import json
 import logging
 import math
+import os
 import socket
 import struct
 import threading
@@ -60,15 +66,24 @@ class AnswerTooLarge(KernelDied):
     """Something in the sandbox wrote more to the kernel's channel than an answer may hold."""
 
 
+class Abandoned(Exception):
+    """This client let the sandbox go (another process uses it now): its call ends, and nothing
+    of the sandbox — its kernel above all — may be touched."""
+
+
 class Sandbox:
-    def __init__(self, client, image: str, limits: SandboxLimits, labels: dict[str, str]) -> None:
-        self.client, self.image, self.limits, self.labels = client, image, limits, labels
+    def __init__(self, client, image: str, limits: SandboxLimits, labels: dict[str, str],
+                 name: str | None = None) -> None:
+        self.client, self.image, self.limits, self.labels, self.name = client, image, limits, labels, name
         self.container = None
         self._sock = None
         self._partial: list[bytes] = []  # pieces of the stdout line not yet complete
         self._partial_size = 0
         self._lines: list[bytes] = []
+        self._token = os.urandom(4).hex()  # request ids are "<token>-<n>": unique to this client
         self._next_id = 1
+        self._last_id: str | None = None
+        self._abandoned = False
         self._lock = threading.Lock()  # one request at a time on the channel
         self.thread_id: str | None = None
         self.tenant: str | None = None
@@ -104,11 +119,40 @@ class Sandbox:
                          **dict.fromkeys(("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"),
                                          str(max(1, math.ceil(limits.cpus))))},
             labels={LABEL: "1", **self.labels},
+            name=self.name,
         )
         self._attach()
         self.container.start()
         self._request({"op": "ping"}, timeout=60)  # answered once the kernel has preloaded
         return self
+
+    @classmethod
+    def existing(cls, client, name: str, limits: SandboxLimits) -> "Sandbox":
+        """A running sandbox (maybe started by another process), attached to its kernel now.
+        Raises ``docker.errors.NotFound`` when the container is gone."""
+        sandbox = cls(client, "", limits, {}, name)
+        sandbox.container = client.containers.prepare_model({"Id": name})
+        sandbox._attach()
+        return sandbox
+
+    @property
+    def label(self) -> str:
+        return self.name or self.container.id[:12]
+
+    def detach(self) -> None:
+        """Stop listening to the kernel (the container and its state stay)."""
+        self._close_socket()
+
+    def abandon(self) -> None:
+        """Let go at once, from any thread: a call reading the channel ends with :class:`Abandoned`
+        (the socket is shut down, which wakes it) and is not followed by a restart."""
+        self._abandoned = True
+        sock = self._sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def _attach(self) -> None:
         raw = self.client.api.attach_socket(
@@ -118,10 +162,12 @@ class Sandbox:
 
     def restart(self) -> None:
         """A fresh kernel in the same container (its state and /mnt/data are lost)."""
+        if self._abandoned:
+            raise Abandoned("the sandbox was let go; it is not restarted")
         try:
             self.container.kill()
         except Exception as exc:  # already stopped (the kernel died: out of memory, killed)
-            log.debug("killing sandbox %s: %s", self.container.id[:12], exc)
+            log.debug("killing sandbox %s: %s", self.label, exc)
         self.container.wait(timeout=10)
         self._close_socket()
         self._attach()
@@ -135,7 +181,7 @@ class Sandbox:
             try:
                 self.container.remove(force=True)
             except Exception as exc:  # already gone
-                log.debug("removing sandbox %s: %s", self.container.id[:12], exc)
+                log.debug("removing sandbox %s: %s", self.label, exc)
 
     def _close_socket(self) -> None:
         if self._sock is not None:
@@ -149,12 +195,16 @@ class Sandbox:
 
     def _request(self, payload: dict[str, Any], timeout: float) -> dict[str, Any]:
         with self._lock:
-            request_id = self._next_id
+            if self._abandoned:
+                raise Abandoned("the sandbox was let go")
+            request_id = self._last_id = f"{self._token}-{self._next_id}"
             self._next_id += 1
             line = json.dumps({**payload, "id": request_id}).encode() + b"\n"
             try:
                 self._sock.sendall(line)
             except OSError as exc:
+                if self._abandoned:
+                    raise Abandoned("the sandbox was let go") from exc
                 raise KernelDied(f"the kernel is gone ({exc})") from exc
             deadline = time.monotonic() + timeout
             while True:
@@ -204,6 +254,8 @@ class Sandbox:
         while got < size:
             chunk = self._sock.recv(size - got)
             if not chunk:
+                if self._abandoned:
+                    raise Abandoned("the sandbox was let go")
                 raise KernelDied("the kernel exited (out of memory or killed)")
             chunks.append(chunk)
             got += len(chunk)
@@ -233,7 +285,11 @@ class Sandbox:
                 answer["error"] = {"name": "TimeoutError", "value": value,
                                    "traceback": f"{trace}TimeoutError: {value}" if trace.strip() else ""}
                 return answer
-            except (TimeoutError, KernelDied, Exception):
+            except Exception as exc:  # TimeoutError, KernelDied, or the engine refused the signal
+                if self._abandoned:
+                    raise Abandoned("the sandbox was let go") from exc
+                log.warning("sandbox %s: interrupting the execution failed (%r); restarting the kernel",
+                            self.label, exc)
                 self.restart()
                 return {"ok": False, "timed_out": True, "restarted": True, "stdout": "", "stderr": "",
                         "error": {"name": "TimeoutError", "traceback": "",
@@ -243,8 +299,10 @@ class Sandbox:
                                            "files) was lost."},
                         "images": [], "files": []}
         except KernelDied as exc:
+            if self._abandoned:
+                raise Abandoned("the sandbox was let go") from exc
             status = "its channel was flooded" if isinstance(exc, AnswerTooLarge) else self._exit_status()
-            log.warning("sandbox %s: kernel restarted (%s)", self.container.id[:12], status)
+            log.warning("sandbox %s: kernel restarted (%s)", self.label, status)
             self.restart()
             return {"ok": False, "restarted": True, "stdout": "", "stderr": "", "images": [], "files": [],
                     "error": {"name": "KernelDied", "traceback": "",
@@ -259,7 +317,7 @@ class Sandbox:
         with self._lock:
             while True:
                 answer = json.loads(self._read_line(deadline))
-                if answer.get("id") == self._next_id - 1:
+                if answer.get("id") == self._last_id:
                     return answer
 
     def _exit_status(self) -> str:

@@ -34,6 +34,7 @@ other tool result with "The tool returned: …", and otherwise echoes the last u
 ``GET /__fake/requests`` lists the request bodies it received, ``GET /__fake/ports`` the client
 address (host and port) each came from, ``GET /__fake/ends`` when each streamed answer ended and how:
 ``done`` (sent to its end) or ``closed`` (stopped before: the client went away, or a scripted drop).
+``GET /__fake/embedded`` lists every text it embedded.
 
     python -m assistantd.testing.fake_upstream --port 9000
 """
@@ -61,6 +62,7 @@ _scripts: dict[str, deque[dict[str, Any]]] = defaultdict(deque)
 _requests: list[dict[str, Any]] = []
 _ports: list[tuple[str | None, str | None, int]] = []  # (tag, client host, client port) of each chat request
 _ends: list[tuple[str | None, float, str]] = []  # (tag, time.time(), "done" | "closed") of each stream
+_embedded: list[str] = []  # every text embedded, in order of arrival
 RECORD = True  # benchmarks turn this off (--no-record) so memory stays flat
 
 
@@ -221,6 +223,8 @@ async def embeddings(request: Request) -> Response:
     """Deterministic bag-of-words embeddings (for ``ASSISTANTD_EMBEDDINGS=upstream:<model>`` tests)."""
     body = await request.json()
     inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+    if RECORD:
+        _embedded.extend(inputs)
     dims = 64
     data = []
     for i, text in enumerate(inputs):
@@ -256,8 +260,14 @@ async def list_ends(request: Request) -> Response:
     return JSONResponse([{"tag": t, "at": at, "how": how} for t, at, how in _ends if tag is None or t == tag])
 
 
+async def list_embedded(request: Request) -> Response:
+    """Every text the embeddings endpoint was given, as often as it was given."""
+    return JSONResponse(_embedded)
+
+
 async def reset(request: Request) -> Response:
     _ends.clear()
+    _embedded.clear()
     _scripts.clear()
     _requests.clear()
     _ports.clear()
@@ -275,6 +285,7 @@ app = Starlette(routes=[
     Route("/__fake/requests", list_requests, methods=["GET"]),
     Route("/__fake/ports", list_ports, methods=["GET"]),
     Route("/__fake/ends", list_ends, methods=["GET"]),
+    Route("/__fake/embedded", list_embedded, methods=["GET"]),
     Route("/__fake/reset", reset, methods=["POST"]),
     Route("/healthz", health, methods=["GET"]),
 ])

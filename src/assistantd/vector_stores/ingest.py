@@ -158,3 +158,5 @@ class Ingester:
                     await self.pgvector.write(session, self.embedder.model_id, list(seqs), list(vectors))
                 else:
                     await session.execute(insert(Chunk), rows)
+        # After the commit: one line per file ingested (of several processes, only one writes it).
+        log.info("file %s ingested into %s: %d chunks", row.id, row.vector_store_id, len(pieces or []))

@@ -20,7 +20,7 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from assistantd.db import Database
+from assistantd.db import Database, locks
 from assistantd.vector_stores.embeddings import from_bytes
 
 log = logging.getLogger("assistantd")
@@ -106,6 +106,9 @@ async def prepare(db: Database) -> PgVector | None:
     if db.is_sqlite:
         return None
     async with db.write() as session:
+        # Replicas start together: two concurrent CREATE EXTENSION IF NOT EXISTS can fail the
+        # second (a unique violation), which would leave that process without pgvector.
+        await locks.take(session, "assistantd.pgvector.prepare")
         available = await session.scalar(text(
             "SELECT default_version FROM pg_available_extensions WHERE name = 'vector'"))
         if available is None:
