@@ -92,7 +92,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.store = RunStore(app.state.db, app.state.bus)
         tools = ToolRegistry.build(ToolServices(app.state.sandboxes, app.state.searcher))
         executor = RunExecutor(app.state.store, app.state.upstream, app.state.files, settings, tools)
-        app.state.worker = RunWorker(executor, app.state.store, RunQueue(app.state.db), settings.max_concurrent_runs)
+        queue = RunQueue(app.state.db, app.state.workers.id)  # one worker id per process
+        app.state.worker = RunWorker(executor, app.state.store, queue, settings.max_concurrent_runs)
         await app.state.worker.start()
         tasks = [
             asyncio.create_task(app.state.workers.beat_forever()),

@@ -31,7 +31,7 @@ TIMEOUT_SECONDS = 30.0  # a row not refreshed for this long is a dead process's
 
 
 def new_worker_id() -> str:
-    """``host:pid:token`` — the same shape as the run queue's worker ids."""
+    """``host:pid:token``: this process's id, in ``workers`` and as the holder of its runs' leases."""
     return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
 
 

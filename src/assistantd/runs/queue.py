@@ -9,8 +9,6 @@ process *takes over* (and resumes, :mod:`assistantd.runs.resume`). A run nobody 
 
 from __future__ import annotations
 
-import os
-import socket
 import time
 
 from sqlalchemy import select, update
@@ -23,6 +21,7 @@ from assistantd.db.rows import update_object_where
 from assistantd.runs import states
 from assistantd.runs.states import RunStatus
 from assistantd.runs.store import Writes
+from assistantd.workers import is_dead_local, new_worker_id
 
 __all__ = ["LEASE_SECONDS", "RunQueue"]
 
@@ -31,9 +30,10 @@ EXPIRE_BATCH = 500  # runs expired per transaction (the rest at the next round)
 
 
 class RunQueue:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, worker_id: str | None = None) -> None:
+        """``worker_id``: this process's (its row in ``workers``); a new one when not given."""
         self.db = db
-        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
+        self.worker_id = worker_id or new_worker_id()
 
     async def claim(self, writes: Writes, limit: int) -> list[Run]:
         """Take up to ``limit`` queued runs, oldest first."""
@@ -74,7 +74,7 @@ class RunQueue:
         if startup:
             workers = set((await writes.session.scalars(
                 select(Run.worker).where(Run.status.in_(states.EXECUTING)))).all())
-            dead = [w for w in workers if w and self._is_dead_local_worker(w)]
+            dead = [w for w in workers if w and is_dead_local(w, self.worker_id)]
             if dead:
                 orphaned = orphaned | Run.worker.in_(dead)
         return await self.executing(writes, orphaned)
@@ -107,21 +107,3 @@ class RunQueue:
         if not self.db.is_sqlite:
             query = query.with_for_update(skip_locked=True)
         return list((await writes.session.scalars(query)).all())
-
-    def _is_dead_local_worker(self, worker: str) -> bool:
-        """A worker id is ``host:pid:token``. On this host, a pid that is gone — or that is this
-        very process under another token (a restarted container is pid 1 again) — is dead."""
-        host, _, rest = worker.partition(":")
-        pid_text, _, _token = rest.partition(":")
-        if host != socket.gethostname() or not pid_text.isdigit():
-            return False
-        pid = int(pid_text)
-        if pid == os.getpid():
-            return worker != self.worker_id
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-        return False
