@@ -29,8 +29,9 @@ import os
 from collections.abc import Callable
 
 import asyncpg
+from sqlalchemy.engine import make_url
 
-from assistantd.runs.events import Event, EventBus, Subscription, stream_error
+from assistantd.runs.events import Event, EventBus, LocalEventBus, Subscription, stream_error
 from assistantd.runs.notifications import Inbox, event_line, pack, signal_line
 
 __all__ = ["CHANNEL", "PostgresEventBus"]
@@ -46,11 +47,14 @@ LOST = stream_error("This stream may have missed events of the run: the server's
                     "database's notifications was interrupted. The run goes on; retrieve it to follow it.")
 
 
-class PostgresEventBus(EventBus):
+class PostgresEventBus(LocalEventBus):
+    """The process's own streams are served as the local bus serves them; what the process
+    publishes also goes to the others, and what they publish comes in through LISTEN."""
+
     def __init__(self, dsn: str) -> None:
+        super().__init__()
         self.dsn = dsn
         self.id = os.urandom(6).hex()
-        self._subscribers: dict[str, set[asyncio.Queue[Event]]] = {}
         self._only_here: set[str] = set()
         self._handlers: dict[str, Callable[[str], object]] = {}
         self._outbox: list[str] = []
@@ -68,22 +72,13 @@ class PostgresEventBus(EventBus):
     # --- the interface -----------------------------------------------------------------------
 
     def subscribe(self, run_id: str) -> Subscription:
-        subscription = Subscription(self, run_id)
-        self._subscribers.setdefault(run_id, set()).add(subscription.queue)
+        subscription = super().subscribe(run_id)
         if not self._listening:
             self._unsure.append((run_id, subscription.queue))
         return subscription
 
-    def unsubscribe(self, subscription: Subscription) -> None:
-        queues = self._subscribers.get(subscription.run_id)
-        if queues is not None:
-            queues.discard(subscription.queue)
-            if not queues:
-                del self._subscribers[subscription.run_id]
-
     def publish(self, run_id: str, event: Event) -> None:
-        for queue in self._subscribers.get(run_id, ()):
-            queue.put_nowait(event)
+        super().publish(run_id, event)
         if run_id not in self._only_here:
             self._outbox.append(event_line(run_id, event.name, event.data))
             self._outbox_ready.set()
@@ -283,10 +278,6 @@ def event_bus_for(choice: str, database_url: str) -> EventBus:
     """The bus ``ASSISTANTD_EVENT_BUS`` asks for: ``auto`` (PostgreSQL's when the database is
     PostgreSQL, else the in-process one), ``local`` or ``postgres``; ``database_url`` is the
     SQLAlchemy URL."""
-    from sqlalchemy.engine import make_url
-
-    from assistantd.runs.events import LocalEventBus
-
     url = make_url(database_url)
     postgres = url.get_backend_name() == "postgresql"
     if choice not in ("auto", "local", "postgres"):
