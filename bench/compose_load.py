@@ -98,6 +98,14 @@ def cpu_by_service(stack: Stack) -> dict[str, float]:
     return out
 
 
+def machine_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies of all cores so far (/proc/stat): how busy the whole machine was,
+    every other job on it included."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    idle = fields[3] + fields[4]
+    return sum(fields) - idle, sum(fields)
+
+
 def loadavg() -> str:
     return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
@@ -177,6 +185,7 @@ class Level:
     through: list[Result] = field(default_factory=list)
     direct: list[Result] = field(default_factory=list)
     wall: float = 0.0
+    machine_busy: float = 0.0
     open_through: float = 0.0
     open_direct: float = 0.0
     lag: float = 0.0
@@ -236,11 +245,12 @@ async def run_level(stack: Stack, fake: str, assistant_id: str, level: Level, se
                    "messages": [{"role": "user", "content": f"Tell me a story [[fake:{TAG}]]"}]}
 
     level.load_before = loadavg()
-    cpu0, client0 = cpu_by_service(stack), time.process_time()
+    cpu0, client0, ticks0 = cpu_by_service(stack), time.process_time(), machine_ticks()
     level.through, wall, level.lag = await open_loop(arrivals, lambda i: timed_stream(
         runs_url.format(threads[i]), {"assistant_id": assistant_id, "stream": True},
         b"event: thread.message.delta", b"event: done", b"event: thread.run.completed"))
-    cpu1, level.client_cpu = cpu_by_service(stack), time.process_time() - client0
+    cpu1, level.client_cpu, ticks1 = cpu_by_service(stack), time.process_time() - client0, machine_ticks()
+    level.machine_busy = (ticks1[0] - ticks0[0]) / max(ticks1[1] - ticks0[1], 1) * (os.cpu_count() or 1)
     level.memory = [memory_mib(c) for c in stack.containers("assistantd")]
     level.wall = wall
     level.open_through = mean_open(level.through, wall)
@@ -283,7 +293,8 @@ def report(level: Level) -> str:
         f"fake model per direct stream {fake_direct:.1f} ms (assistantd/model {per_run['assistantd'] / fake_direct:.1f}x); "
         f"client {level.client_cpu / max(len(level.through), 1) * 1000:.1f} ms",
         f"  cores busy during the through phase: assistantd {level.cpu_through['assistantd'] / level.wall:.2f}, "
-        f"PostgreSQL {level.cpu_through['postgres'] / level.wall:.2f}, front {level.cpu_through['front'] / level.wall:.2f}; "
+        f"PostgreSQL {level.cpu_through['postgres'] / level.wall:.2f}, front {level.cpu_through['front'] / level.wall:.2f}, "
+        f"the whole machine {level.machine_busy:.2f} of {os.cpu_count()}; "
         f"memory per replica {', '.join(f'{m:.0f} MiB' for m in level.memory)}",
     ]
     return "\n".join(lines)
@@ -300,7 +311,8 @@ def summary_row(level: Level) -> str:
     return (f"{level.replicas:>2} {level.streams:>4} {level.open_through:>6.1f} {done:>5}/{len(level.through):<5} "
             f"{len(level.through) - done:>4} {ms(pct(through, .5) - pct(direct, .5)):>8.1f} "
             f"{ms(pct(through, .99) - pct(direct, .99)):>8.1f} {cpu:>7.1f} {pg:>6.1f} {fake_direct:>6.2f} "
-            f"{'/'.join(f'{m:.0f}' for m in level.memory):>10}  {level.load_before.split()[0]}->{level.load_after.split()[0]}")
+            f"{'/'.join(f'{m:.0f}' for m in level.memory):>10} {level.cpu_through['assistantd'] / level.wall:>5.2f} "
+            f"{level.machine_busy:>5.2f}  {level.load_before.split()[0]}->{level.load_after.split()[0]}")
 
 
 async def bench_stack(stack: Stack, levels: list[int], seconds: float, turn: dict, stream_seconds: float,
@@ -357,12 +369,13 @@ def main() -> None:
             left = stack.leftovers()
             if any(left.values()):
                 print(f"left behind: {left}", file=sys.stderr)
-    print("\n N    K   open  completed   err  add p50  add p99  asd ms  pg ms  model  MiB/replica  load1")
+    print("\n N    K   open  completed   err  add p50  add p99  asd ms  pg ms  model  MiB/replica asd/s  busy  load1")
     for level in rows:
         print(summary_row(level))
     print("(add: time to first thread.message.delta through the front minus the first content chunk straight "
           "from the model, ms; asd/pg: CPU ms per streamed run of all replicas / of PostgreSQL; model: the fake "
-          "model's CPU ms per direct stream)")
+          "model's CPU ms per direct stream; asd/s: cores the replicas used, busy: cores the whole machine used, "
+          "other jobs included, both over the through phase; load1: load average before -> after the level)")
 
 
 if __name__ == "__main__":
