@@ -17,6 +17,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Collection
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -84,16 +85,18 @@ class Workers:
             except Exception:
                 log.exception("worker heartbeat failed")
 
-    async def alive(self, session: AsyncSession) -> set[str]:
-        """The ids of the live processes (this one included)."""
+    async def alive(self, session: AsyncSession, stopped_hosts: Collection[str] = ()) -> set[str]:
+        """The ids of the live processes (this one included). ``stopped_hosts``: hosts known to
+        have stopped (a killed replica's container: its row would look alive for a while yet)."""
         rows = (await session.execute(select(Worker.id, Worker.seen_at))).all()
         cutoff = time.time() - TIMEOUT_SECONDS
-        return {self.id} | {w for w, seen in rows if seen >= cutoff and not is_dead_local(w, self.id)}
+        return {self.id} | {w for w, seen in rows if seen >= cutoff and not is_dead_local(w, self.id)
+                            and w.partition(":")[0] not in stopped_hosts}
 
-    async def forget_dead(self, session: AsyncSession) -> set[str]:
+    async def forget_dead(self, session: AsyncSession, stopped_hosts: Collection[str] = ()) -> set[str]:
         """Delete the rows of dead processes; return the ids still alive."""
         rows = set((await session.scalars(select(Worker.id))).all())
-        alive = await self.alive(session)
+        alive = await self.alive(session, stopped_hosts)
         if rows - alive:
             await session.execute(delete(Worker).where(Worker.id.in_(rows - alive)))
         return alive

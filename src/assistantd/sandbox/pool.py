@@ -131,6 +131,21 @@ class SandboxPool:
             self._client = client
         return self._client
 
+    async def _stopped_hosts(self) -> set[str]:
+        """Hosts of servers that Docker says have stopped: the host name of a server in a container
+        is the container's short id (Compose's default), and a replica killed or stopped leaves its
+        container behind, exited, until it is removed. Its worker row would look alive for
+        :data:`~assistantd.workers.TIMEOUT_SECONDS` more, keeping its sandboxes (and, at a
+        ``compose down``, the last server's clean-up) waiting. Empty without Docker."""
+        if self._client is None:
+            return set()
+        try:
+            containers = await to_thread.run_sync(lambda: self._client.containers.list(
+                all=True, sparse=True, filters={"status": ["exited", "dead"]}))
+        except Exception:
+            return set()
+        return {c.id[:12] for c in containers}
+
     def _new_sandbox_blocking(self, record_id: str, preload: bool = False) -> Sandbox:
         """A started sandbox for ``record_id``; with ``preload`` (a warm-pool one) its kernel has
         also imported its heavy libraries, so its first execution does not wait for them."""
@@ -209,11 +224,12 @@ class SandboxPool:
         for _, sandbox in self._warm:
             sandbox.detach()
         self._warm, self._borrowed = [], {}
+        stopped = await self._stopped_hosts()
         try:
             async with self.db.write() as session:
                 await locks.take(session, LOCK)
                 await self.workers.deregister(session)
-                last = (await self.workers.alive(session)) == {self.workers.id}
+                last = (await self.workers.alive(session, stopped)) == {self.workers.id}
                 if last:
                     gone = await records.remove(session)
                 else:
@@ -424,9 +440,10 @@ class SandboxPool:
     async def reap_idle(self, startup: bool = False) -> int:
         """Remove the sandboxes nobody needs any more (see the module's docstring); each record is
         taken by one process only. At start-up with no other process alive, every sandbox goes."""
+        stopped = await self._stopped_hosts()
         async with self.db.write() as session:
             await locks.take(session, LOCK)
-            alive = await self.workers.forget_dead(session)
+            alive = await self.workers.forget_dead(session, stopped)
             if startup and alive == {self.workers.id}:
                 gone, why = await records.remove(session), "left from before this server started"
             else:
