@@ -7,9 +7,11 @@ Starts the scripted fake upstream and an assistantd server (SQLite in a temp fol
    (``POST /threads/{id}/runs`` with ``stream=true``, first ``thread.message.delta``);
    prints p50/p99 of both and the difference;
 2. completed runs per second for non-streamed runs (create, then poll until completed) at a
-   given concurrency, vs. completions per second straight to the upstream.
+   given concurrency, vs. completions per second straight to the upstream;
+3. the official SDK's ``create_and_poll`` wall time for a short run, with the server's
+   ``openai-poll-after-ms`` and without it (a second server with ``ASSISTANTD_POLL_AFTER_MS=0``).
 
-    python bench/stream_overhead.py [--concurrency 1,50] [--rounds 10] [--runs 1000]
+    python bench/stream_overhead.py [--concurrency 1,50] [--rounds 10] [--runs 1000] [--poll-runs 10]
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from assistantd.settings import Settings  # noqa: E402
 from tests.support.server import ServerProcess, free_port  # noqa: E402
 
 # Pollers wait this long between retrieves (the SDK's own default is 1 s; a shorter wait only
@@ -195,6 +198,26 @@ async def throughput_phase(base: str, upstream: str, concurrency: int, total: in
             "direct_fake_ms": direct_fake_cpu / direct_total * 1000}
 
 
+def poll_phase(base: str, runs: int) -> list[float]:
+    """Wall time of the official SDK's ``create_and_poll`` for a short run (no poll interval
+    given: the SDK waits what ``openai-poll-after-ms`` says, or 1 s without it)."""
+    import warnings
+
+    from openai import OpenAI
+
+    warnings.simplefilter("ignore", DeprecationWarning)  # the SDK marks the Assistants API deprecated
+    client = OpenAI(base_url=base, api_key="sk-bench")
+    assistant = client.beta.assistants.create(model="gpt-4o", instructions="Answer.")
+    times = []
+    for _ in range(runs):
+        thread = client.beta.threads.create(messages=[{"role": "user", "content": ANSWER}])
+        started = time.perf_counter()
+        run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id)
+        times.append(time.perf_counter() - started)
+        assert run.status == "completed", run.status
+    return times
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concurrency", default="1,50",
@@ -203,6 +226,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--database-url", default=None, help="default: SQLite in a temp folder")
+    parser.add_argument("--poll-runs", type=int, default=10, help="runs for the SDK create_and_poll figure")
     args = parser.parse_args()
 
     fake, upstream = start_fake()
@@ -226,6 +250,21 @@ def main() -> None:
         t = asyncio.run(throughput_phase(server.base_url, upstream, args.concurrency, args.runs,
                                          server.proc.pid, fake.pid))
         backend = "PostgreSQL" if args.database_url else "SQLite"
+        # The SDK's create_and_poll, with the server's poll hint and, from a second server in the
+        # same run, without it (ASSISTANTD_POLL_AFTER_MS=0: the SDK's own 1 s between polls).
+        silent = ServerProcess(Path(tempfile.mkdtemp(prefix="assistantd-bench-")), args.database_url,
+                               ASSISTANTD_UPSTREAM_BASE_URL=upstream, ASSISTANTD_LOG_LEVEL="warning",
+                               ASSISTANTD_POLL_AFTER_MS="0", ASSISTANTD_SANDBOX_WARM_POOL="0")
+        try:
+            silent.start()
+            hinted, unhinted = poll_phase(server.base_url, args.poll_runs), poll_phase(silent.base_url, args.poll_runs)
+        finally:
+            silent.stop()
+        print(f"SDK create_and_poll of a short run, {args.poll_runs} runs, wall time p50 (p99):")
+        hint = server.env.get("ASSISTANTD_POLL_AFTER_MS") or Settings.model_fields["poll_after_ms"].default
+        print(f"  with openai-poll-after-ms {hint}: "
+              f"{ms(pct(hinted, .5)):7.1f} ms ({ms(pct(hinted, .99)):.1f})   without it (the SDK's 1 s): "
+              f"{ms(pct(unhinted, .5)):7.1f} ms ({ms(pct(unhinted, .99)):.1f})")
         print(f"non-streamed runs, {args.runs} runs at concurrency {args.concurrency} ({backend}):")
         print(f"  completed runs/s  {t['runs_per_s']:8.1f}   upstream completions/s direct {t['direct_per_s']:8.1f}   "
               f"(ratio {t['runs_per_s'] / t['direct_per_s']:.2f})")

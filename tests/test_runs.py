@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import openai
 import pytest
@@ -27,6 +28,26 @@ FILE_SEARCH_PARAMS = {"type": "object", "properties": {"query": {"type": "string
 
 
 # --- a text answer -------------------------------------------------------------------------------
+
+def test_the_sdk_polls_a_run_as_often_as_the_server_says(client, http, fake_upstream):
+    """``openai-poll-after-ms`` on a run's retrieval (ASSISTANTD_POLL_AFTER_MS, 100): the SDK's
+    create_and_poll waits that long between polls instead of its own 1 s."""
+    slow = {"chunks": ["Soon", "."], "first_delay": 0.3}
+    tag = fake_upstream.script(slow, slow)  # one for each run
+    a = assistant(client)
+    t = thread(client, tag, "Answer when you can.")
+    created = http.post(f"/v1/threads/{t.id}/runs", json={"assistant_id": a.id})
+    retrieved = http.get(f"/v1/threads/{t.id}/runs/{created.json()['id']}")
+    assert retrieved.headers["openai-poll-after-ms"] == "100"
+    wait_run(http, t.id, created.json()["id"])
+
+    started = time.monotonic()
+    run = client.beta.threads.runs.create_and_poll(thread_id=t.id, assistant_id=a.id)  # no poll_interval_ms
+    took = time.monotonic() - started
+    assert run.status == "completed"
+    # Its answer takes 0.3 s: with the SDK's own 1 s between polls it could not be seen before 1 s.
+    assert took < 0.9, took
+
 
 def test_create_and_poll_text_answer(client, http, fake_upstream):
     tag = fake_upstream.script({"chunks": ["The answer", " is", " 1."],

@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     upstream_turn_timeout: float = 600.0  # one model turn, from request to the end of its stream
     run_timeout: float = 3600.0  # one run's execution, all turns and tools (waiting for outputs not counted)
     upstream_max_line_bytes: int = 4 * 1024 * 1024  # one SSE line of the model's stream
+    # What GETs of runs, vector stores and their files and batches tell the SDKs' *_and_poll helpers
+    # to wait before asking again (openai-poll-after-ms; they wait 1 s without it); 0: not sent.
+    poll_after_ms: int = 100
 
     @property
     def api_keys(self) -> frozenset[str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Generic, Literal, Self, TypeVar, Union
 
-from fastapi import Response
+from fastapi import Request, Response
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -312,6 +312,15 @@ class WireModel(BaseModel):
 
     def response(self) -> Response:
         return Response(self.model_dump_json(by_alias=True), media_type="application/json")
+
+    def polled_response(self, request: Request) -> Response:
+        """:meth:`response` of an object clients poll until it is done (a run, a vector store, its
+        files and batches): ``openai-poll-after-ms`` says how long the SDKs' ``*_and_poll`` helpers
+        wait before asking again (``ASSISTANTD_POLL_AFTER_MS``; without it they wait 1 s)."""
+        response = self.response()
+        if wait := request.app.state.settings.poll_after_ms:
+            response.headers["openai-poll-after-ms"] = str(wait)
+        return response
 
 
 class WireDelta(WireModel):

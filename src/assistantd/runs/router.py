@@ -159,8 +159,8 @@ async def list_runs(page: Page, thread: TenantThread, scope: RequestScope):
 
 
 @router.get("/threads/{thread_id}/runs/{run_id}")
-async def retrieve_run(run: TenantRun):
-    return RunObject.from_row(run).response()
+async def retrieve_run(run: TenantRun, request: Request):
+    return RunObject.from_row(run).polled_response(request)
 
 
 @router.post("/threads/{thread_id}/runs/{run_id}")

@@ -32,15 +32,6 @@ from assistantd.vector_stores.schemas import (
 
 router = APIRouter(prefix="/vector_stores", tags=["vector_stores"], route_class=JSONRoute)
 
-# The SDK's pollers wait this long between polls (``openai-poll-after-ms``) instead of 1 s.
-POLL_AFTER_MS = "200"
-
-
-def _polled(response):
-    response.headers["openai-poll-after-ms"] = POLL_AFTER_MS
-    return response
-
-
 # --- stores ------------------------------------------------------------------------------------
 
 @router.post("")
@@ -56,8 +47,8 @@ async def list_vector_stores(page: Page, scope: RequestScope):
 
 
 @router.get("/{vector_store_id}")
-async def retrieve_vector_store(store: TenantStore, scope: RequestScope):
-    return _polled((await service.store_object(scope.session, store)).response())
+async def retrieve_vector_store(store: TenantStore, scope: RequestScope, request: Request):
+    return (await service.store_object(scope.session, store)).polled_response(request)
 
 
 @router.post("/{vector_store_id}")
@@ -89,8 +80,8 @@ async def list_vector_store_files(page: Page, store: TenantStore, scope: Request
 
 
 @router.get("/{vector_store_id}/files/{file_id}")
-async def retrieve_vector_store_file(file: TenantStoreFile):
-    return _polled(VectorStoreFileObject.from_row(file).response())
+async def retrieve_vector_store_file(file: TenantStoreFile, request: Request):
+    return VectorStoreFileObject.from_row(file).polled_response(request)
 
 
 @router.post("/{vector_store_id}/files/{file_id}")
@@ -142,8 +133,8 @@ async def create_file_batch(body: CreateVectorStoreFileBatchRequest, store: Tena
 
 
 @router.get("/{vector_store_id}/file_batches/{batch_id}")
-async def retrieve_file_batch(batch: TenantBatch, scope: RequestScope):
-    return _polled((await service.batch_object(scope.session, batch)).response())
+async def retrieve_file_batch(batch: TenantBatch, scope: RequestScope, request: Request):
+    return (await service.batch_object(scope.session, batch)).polled_response(request)
 
 
 @router.post("/{vector_store_id}/file_batches/{batch_id}/cancel")
