@@ -1,0 +1,73 @@
+"""Benchmark: server CPU per run of two versions of assistantd, side by side (not a test).
+
+Sequential before/after runs of ``bench/stream_overhead.py`` on a 2-core machine differ by more
+than the change being measured (other work, frequency, caches). Here both versions' servers run at
+once against one fake upstream, and batches of runs alternate between them (A B, B A, …), so both
+see the same background; the figure is the ratio per batch, and its median.
+
+    python bench/ab.py OLD_CHECKOUT NEW_CHECKOUT [--mode stream|poll] [--batches 16]
+
+Each checkout is a folder with ``src/assistantd`` (e.g. ``git worktree add /tmp/old <rev>``).
+``stream``: 40 streamed runs a batch, one at a time; ``poll``: 200 non-streamed runs a batch at
+concurrency 10, polled. CPU is read from /proc with the clock tick's resolution (10 ms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+import stream_overhead as so  # noqa: E402
+from tests.support.server import ServerProcess  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("old", type=Path)
+    parser.add_argument("new", type=Path)
+    parser.add_argument("--mode", choices=("stream", "poll"), default="stream")
+    parser.add_argument("--batches", type=int, default=16)
+    args = parser.parse_args()
+
+    versions = {"old": args.old.resolve(), "new": args.new.resolve()}
+    fake, upstream = so.start_fake()
+    servers: dict[str, ServerProcess] = {}
+    per: dict[str, list[float]] = {name: [] for name in versions}
+    try:
+        for name, root in versions.items():
+            servers[name] = ServerProcess(
+                Path(tempfile.mkdtemp(prefix=f"assistantd-ab-{name}-")), None, ASSISTANTD_UPSTREAM_BASE_URL=upstream,
+                ASSISTANTD_LOG_LEVEL="warning", ASSISTANTD_SANDBOX_WARM_POOL="0", PYTHONPATH=str(root / "src")).start()
+        for batch in range(args.batches):
+            for name in (list(versions) if batch % 2 == 0 else list(reversed(versions))):
+                server = servers[name]
+                before = so.cpu_seconds(server.proc.pid)
+                if args.mode == "stream":
+                    asyncio.run(so.ttft_phase(server.base_url, upstream, 1, 40))
+                    runs = 40
+                else:
+                    asyncio.run(so.throughput_phase(server.base_url, upstream, 10, 200, server.proc.pid, fake.pid))
+                    runs = 200
+                per[name].append((so.cpu_seconds(server.proc.pid) - before) / runs * 1000)
+        for name, root in versions.items():
+            values = per[name]
+            print(f"{name} ({root}): server CPU per {args.mode} run, median {statistics.median(values):.2f} ms "
+                  f"(min {min(values):.2f}, max {max(values):.2f})")
+        ratios = [new / old for old, new in zip(per["old"], per["new"]) if old]
+        print(f"new/old per batch: median {statistics.median(ratios):.3f} "
+              f"(from {min(ratios):.2f} to {max(ratios):.2f}, {len(ratios)} batches)")
+    finally:
+        for server in servers.values():
+            server.stop()
+        fake.terminate()
+
+
+if __name__ == "__main__":
+    main()
