@@ -232,7 +232,7 @@ class RunExecutor:
         calls, step = turn.reader.ordered_calls(), turn.tool_step
         builtins = [c for c in calls if c.type != "function"]
         step.step_details = {"type": "tool_calls", "tool_calls": [
-            {"id": c.id, "type": c.type, c.type: self.tools.get(c.type).pending(c.arguments)} if c in builtins else
+            {"id": c.id, "type": c.type, c.type: self.tools.get(c.type).pending(c.arguments)} if c.type != "function" else
             FunctionToolCall(id=c.id, function=Function(name=c.name, arguments=c.arguments, output=None)).model_dump()
             for c in calls]}
         step.tool_io = {c.id: {"arguments": c.arguments, "state": CALL_PENDING} for c in builtins} or None
