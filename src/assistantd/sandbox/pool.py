@@ -241,9 +241,9 @@ class SandboxPool:
         if self._client is None:
             return
         await self._remove(gone, "the last server stopped" if last else "its server stopped")
-        if last:
-            with contextlib.suppress(Exception):
-                await self._remove_strays()
+        # Also a container a warm-up was still creating when its record went (as every reap pass does).
+        with contextlib.suppress(Exception):
+            await self._remove_strays()
 
     def _refill(self) -> None:
         if self._closed or self.warm_size <= 0 or (self._filling and not self._filling.done()):
