@@ -24,10 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import math
 import os
-import random
 import sys
 import tempfile
 import time
@@ -38,19 +35,10 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.openloop import Result, loadavg, mean_open, open_loop, pct, poisson, timed_stream  # noqa: E402
 from tests.support.compose import Stack, build_images  # noqa: E402
 
 TAG = "pace"
-STREAM_TIMEOUT = 60.0
-
-
-def pct(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    values = sorted(values)
-    k = (len(values) - 1) * p
-    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
-    return values[lo] + (values[hi] - values[lo]) * (k - lo)
 
 
 # --- container CPU and memory ------------------------------------------------------------------
@@ -106,74 +94,6 @@ def machine_ticks() -> tuple[int, int]:
     return sum(fields) - idle, sum(fields)
 
 
-def loadavg() -> str:
-    return " ".join(f"{v:.2f}" for v in os.getloadavg())
-
-
-# --- one stream --------------------------------------------------------------------------------
-
-@dataclass
-class Result:
-    start: float
-    end: float
-    ttft: float | None
-    ok: bool
-    error: str | None = None
-
-
-async def timed_stream(url: str, body: dict, first: bytes, last: bytes, ok_marker: bytes) -> Result:
-    """POST ``body``, read the streamed answer on a bare asyncio connection (a lean client: it
-    shares the 2 cores with what it measures), note when ``first`` appears; ``ok`` when the status
-    is 200 and ``ok_marker`` was seen before ``last``."""
-    host_port, _, path = url.removeprefix("http://").partition("/")
-    host, _, port = host_port.partition(":")
-    payload = json.dumps(body).encode()
-    start = time.perf_counter()
-    ttft, seen, status, ok, writer = None, b"", None, False, None
-    try:
-        async with asyncio.timeout(STREAM_TIMEOUT):
-            reader, writer = await asyncio.open_connection(host, int(port))
-            writer.write(f"POST /{path} HTTP/1.1\r\nHost: {host_port}\r\nContent-Type: application/json\r\n"
-                         f"Authorization: Bearer sk-local\r\n"
-                         f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode() + payload)
-            while True:
-                chunk = await reader.read(65536)
-                if not chunk:
-                    break
-                if status is None:
-                    status = chunk[9:12]
-                seen = seen[-256:] + chunk
-                if ttft is None and first in seen:
-                    ttft = time.perf_counter() - start
-                if ok_marker in seen:
-                    ok = True
-                if last in seen:
-                    break
-    except (OSError, TimeoutError) as exc:
-        return Result(start, time.perf_counter(), ttft, False, type(exc).__name__)
-    finally:
-        if writer is not None:
-            writer.close()
-    error = None if ok and status == b"200" else f"status {status!r}" if status != b"200" else "not completed"
-    return Result(start, time.perf_counter(), ttft, error is None and ttft is not None, error)
-
-
-async def open_loop(arrivals: list[float], make) -> tuple[list[Result], float, float]:
-    """Start ``make(i)`` at each arrival time (seconds from now), whether or not the earlier ones
-    are done; return the results, the wall time until the last ended, and the worst start lag."""
-    t0 = time.perf_counter()
-    tasks, lag = [], 0.0
-    for i, at in enumerate(arrivals):
-        delay = t0 + at - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        else:
-            lag = max(lag, -delay)
-        tasks.append(asyncio.create_task(make(i)))
-    results = await asyncio.gather(*tasks)
-    return results, time.perf_counter() - t0, lag
-
-
 # --- one load level ----------------------------------------------------------------------------
 
 @dataclass
@@ -195,10 +115,6 @@ class Level:
     memory: list[float] = field(default_factory=list)
     load_before: str = ""
     load_after: str = ""
-
-
-def mean_open(results: list[Result], wall: float) -> float:
-    return sum(r.end - r.start for r in results) / wall if wall else 0.0
 
 
 async def make_threads(front: str, n: int) -> list[str]:
@@ -225,11 +141,7 @@ async def make_threads(front: str, n: int) -> list[str]:
 
 async def run_level(stack: Stack, fake: str, assistant_id: str, level: Level, seconds: float,
                     turn: dict, seed: int) -> None:
-    rng = random.Random(seed)
-    arrivals, t = [], rng.expovariate(level.rate)
-    while t < seconds:
-        arrivals.append(t)
-        t += rng.expovariate(level.rate)
+    arrivals = poisson(level.rate, seconds, seed)
     level.arrivals = len(arrivals)
     threads = await make_threads(stack.url, len(arrivals))
     async with httpx.AsyncClient(timeout=60) as http:  # one scripted turn per stream, both paths

@@ -14,6 +14,8 @@ def main(argv: list[str] | None = None) -> None:
     serve = sub.add_parser("serve", help="apply migrations, then serve the API under /v1")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1,
+                       help="server processes sharing the port (more than one needs PostgreSQL)")
     sub.add_parser("migrate", help="apply the database migrations and exit")
     sandbox = sub.add_parser("sandbox", help="the code-interpreter sandbox image")
     sandbox.add_argument("action", choices=["build"], help="build the image (offline: debootstrap + docker import)")
@@ -29,10 +31,12 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(subprocess.call(["bash", str(script), *(["--force"] if args.force else [])]))
 
     settings = get_settings()
+    if args.command == "serve" and args.workers > 1 and settings.sqlalchemy_url.startswith("sqlite"):
+        parser.error("--workers above 1 needs PostgreSQL (ASSISTANTD_DATABASE_URL): "
+                     "a SQLite database is written by one process")
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "alembic"):  # a line per upstream call / migration plugin is noise
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # a line per migration plugin is noise
 
     from assistantd.db.migrate import upgrade_to_head
 
@@ -44,11 +48,16 @@ def main(argv: list[str] | None = None) -> None:
 
     from assistantd.app import create_app
 
-    uvicorn.run(create_app(settings), host=args.host, port=args.port,
-                log_level=settings.log_level.lower(), timeout_graceful_shutdown=5,
-                # Keep idle client connections longer than uvicorn's 5 s default: SDK clients pool
-                # them, and a close racing a reuse costs the client a retry.
-                timeout_keep_alive=75)
+    # Keep idle client connections longer than uvicorn's 5 s default: SDK clients pool them, and a
+    # close racing a reuse costs the client a retry.
+    options = dict(host=args.host, port=args.port, log_level=settings.log_level.lower(),
+                   timeout_graceful_shutdown=5, timeout_keep_alive=75)
+    if args.workers > 1:
+        # uvicorn's processes share the listening socket; each builds its own app from the same
+        # environment and is one of the replicas on the database (DESIGN.md "Many processes").
+        uvicorn.run("assistantd.app:create_app", factory=True, workers=args.workers, **options)
+    else:
+        uvicorn.run(create_app(settings), **options)
 
 
 if __name__ == "__main__":

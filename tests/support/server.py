@@ -22,8 +22,10 @@ def free_port() -> int:
 class ServerProcess:
     """``assistantd serve`` with its own data dir and database; restartable, killable."""
 
-    def __init__(self, data_dir: Path, database_url: str | None = None, **env: str) -> None:
-        self.data_dir = data_dir
+    def __init__(self, data_dir: Path, database_url: str | None = None, *, serve_args: tuple[str, ...] = (),
+                 **env: str) -> None:
+        """``serve_args``: more arguments for ``assistantd serve`` (``("--workers", "2")``)."""
+        self.data_dir, self.serve_args = data_dir, serve_args
         self.port = free_port()
         self.env = {**os.environ, "ASSISTANTD_DATA_DIR": str(data_dir), **env}
         self.env.pop("ASSISTANTD_DATABASE_URL", None)
@@ -44,7 +46,7 @@ class ServerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "assistantd", "serve", "--port", str(self.port)],
+            [sys.executable, "-m", "assistantd", "serve", "--port", str(self.port), *self.serve_args],
             env=self.env, stdout=log, stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout

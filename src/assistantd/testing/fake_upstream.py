@@ -27,6 +27,10 @@ turns for a tag; each model request with that tag takes the next one. A turn is 
                     content-type header); ``pad_bytes``: then this many bytes of ``x`` (no
                     newline), in 64 KiB pieces
 
+A tag ``pace-FIRST-DELAY-CHUNKS`` with no script queued (``[[fake:pace-100-50-20]]``) answers
+CHUNKS pieces of ``word `` (5 characters each), the first after FIRST ms, the others DELAY ms apart:
+a model's realistic pace, for benchmarks, without scripting each request.
+
 With no script the model calls ``code_interpreter`` when it is offered and the user asks
 something, else ``file_search`` (with the user's words as the query) when that is offered; it
 answers a file_search result by quoting the first passage and copying its citation marker, any
@@ -56,6 +60,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 TAG = re.compile(r"\[\[fake:([A-Za-z0-9_.-]+)\]\]")
+PACE = re.compile(r"pace-(\d+)-(\d+)-(\d+)")
 MARKER = re.compile(r"【\d+:\d+†[^】]*】")
 
 _scripts: dict[str, deque[dict[str, Any]]] = defaultdict(deque)
@@ -80,6 +85,15 @@ def find_tag(body: dict[str, Any]) -> str | None:
         for match in TAG.finditer(_text_of(message.get("content"))):
             tag = match.group(1)
     return tag
+
+
+def paced_turn(tag: str | None) -> dict[str, Any] | None:
+    """The turn a ``pace-FIRST-DELAY-CHUNKS`` tag asks for (None for any other tag)."""
+    match = PACE.fullmatch(tag or "")
+    if match is None:
+        return None
+    first, delay, chunks = (int(g) for g in match.groups())
+    return {"chunks": ["word "] * chunks, "first_delay": first / 1000, "delay": delay / 1000}
 
 
 def default_turn(body: dict[str, Any]) -> dict[str, Any]:
@@ -141,7 +155,7 @@ async def chat_completions(request: Request) -> Response:
         _requests.append(body)
         _ports.append((tag, request.client.host if request.client else None,
                        request.client.port if request.client else 0))
-    turn = _scripts[tag].popleft() if tag and _scripts.get(tag) else default_turn(body)
+    turn = _scripts[tag].popleft() if tag and _scripts.get(tag) else paced_turn(tag) or default_turn(body)
     if turn.get("raw") is not None:
         return _raw(turn)
     if turn.get("status"):
