@@ -10,7 +10,6 @@ import json
 import time
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.conftest import make_client, make_http
@@ -255,28 +254,19 @@ def test_lone_surrogates_in_a_tool_call_are_repaired(client, http, fake_upstream
 
 # --- the stream reader alone (no server) ------------------------------------------------------------
 
-def _read_with(pieces: list[bytes], content_type: str = "text/event-stream", **options) -> list[Any]:
-    """The chunks UpstreamClient yields for a 200 answer whose body arrives as ``pieces``."""
-    import asyncio
+def _read_with(pieces: list[bytes], **options) -> list[Any]:
+    """The chunks the upstream client's reader yields for a 200 answer whose body arrives as
+    ``pieces`` (the same reader reads every real answer in the tests above)."""
+    from assistantd.upstream.client import ChunkReader
 
-    from assistantd.upstream.client import UpstreamClient
-
-    async def body():
-        for piece in pieces:
-            yield piece
-
-    def answer(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, headers={"content-type": content_type}, content=body())
-
-    async def read() -> list[Any]:
-        client = UpstreamClient("http://upstream.test/v1", None, connect_timeout=1, read_timeout=1, **options)
-        client._http = httpx.AsyncClient(transport=httpx.MockTransport(answer))
-        try:
-            return [chunk async for chunk in client.stream_chat({"model": "m", "messages": []})]
-        finally:
-            await client.aclose()
-
-    return asyncio.run(read())
+    reader = ChunkReader(options.get("max_line_bytes", 4 * 1024 * 1024))
+    out: list[Any] = []
+    for piece in pieces:
+        out += reader.feed(piece)
+        if reader.done:
+            return out
+    reader.check_end()
+    return out
 
 
 def test_reader_joins_lines_split_anywhere_and_bounds_them():
