@@ -28,6 +28,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from assistantd.db import (Database, inline_sync_engine, insert_objects, mark_loaded, update_object, update_object_where,
                            update_returning)
 import assistantd.db.engine as engine_module
+import assistantd.db.rows as rows_module
 from assistantd.db.engine import _InlineConnection, _InlineCursor
 from assistantd.db.models import Thread
 
@@ -52,18 +53,30 @@ def _sqlite_url(tmp_path) -> str:
 
 
 @contextlib.contextmanager
-def _statements(db: Database) -> Iterator[list[str]]:
+def _statements(db: Database, raw: list[str] | None = None) -> Iterator[list[str]]:
     """The SQL statements ``db`` sends while the block runs (a transaction's BEGIN and COMMIT
-    are not statements here: neither driver sends them through a cursor)."""
+    are not statements here: neither driver sends them through a cursor), those SQLAlchemy
+    executes and those rows.py sends straight to sqlite3 alike; the latter are also put in
+    ``raw``."""
     seen: list[str] = []
 
     def record(_conn, _cursor, statement, _parameters, _context, _executemany) -> None:
         seen.append(" ".join(statement.split()))
 
+    straight = rows_module._SQLiteStatement.execute
+
+    def record_straight(self, connection, values):
+        seen.append(" ".join(self.sql.split()))
+        if raw is not None:
+            raw.append(seen[-1])
+        return straight(self, connection, values)
+
     event.listen(db.engine.sync_engine, "before_cursor_execute", record)
+    rows_module._SQLiteStatement.execute = record_straight
     try:
         yield seen
     finally:
+        rows_module._SQLiteStatement.execute = straight
         event.remove(db.engine.sync_engine, "before_cursor_execute", record)
 
 
@@ -182,6 +195,44 @@ def test_update_object_where_is_a_compare_and_set_that_reports_what_it_did(migra
         assert thread.created_at == 5, "a refused compare-and-set changed the object"
         async with db.read() as session:
             assert await session.scalar(select(Thread.created_at).where(Thread.seq == thread.seq)) == 5
+
+    _on(migrated_url, scenario)
+
+
+def test_row_writes_go_straight_to_sqlite3_unless_the_session_has_pending_changes(migrated_url):
+    """On SQLite the row helpers hand their statement to the session's sqlite3 connection (no
+    SQLAlchemy statement path); with an ORM change pending they go through the session, whose
+    autoflush writes that change first (a row the new one refers to is there before it). On
+    PostgreSQL they always go through SQLAlchemy."""
+    sqlite = migrated_url.startswith("sqlite")
+
+    async def scenario(db: Database) -> None:
+        first = _thread(1)
+        raw: list[str] = []
+        with _statements(db, raw) as sent:
+            async with db.write() as session:
+                await insert_objects(session, first)
+                first.metadata_ = {"n": 1}
+                await update_object(session, first, "metadata_")
+                assert await update_object_where(session, first, {"created_at": 3}, {"created_at": (1,)})
+        assert _kinds(sent) == ["INSERT", "UPDATE", "UPDATE"]
+        assert _kinds(raw) == (["INSERT", "UPDATE", "UPDATE"] if sqlite else [])
+        assert first.seq is not None and first.created_at == 3
+
+        raw.clear()
+        with _statements(db, raw) as sent:
+            async with db.write() as session:
+                pending = _thread(2)
+                session.add(pending)  # an ORM change the session would flush before any statement
+                later = _thread(3)
+                await insert_objects(session, later)
+        assert _kinds(sent) == ["INSERT", "INSERT"] and raw == [], \
+            f"a write went past the session's pending change: {sent}"
+        async with db.read() as session:
+            rows = (await session.execute(select(Thread.id, Thread.metadata_, Thread.created_at)
+                                          .order_by(Thread.seq))).all()
+        assert rows == [("thread_1", {"n": 1}, 3), ("thread_2", {}, 2), ("thread_3", {}, 3)]
+        assert later.seq > pending.seq
 
     _on(migrated_url, scenario)
 

@@ -131,7 +131,7 @@ def _inline_sqlite_engine(url: str) -> AsyncEngine:
     # The pool must never make a checkout wait: a blocking wait here would stop the event loop
     # (and so the session that would return the connection). Overflow is unbounded.
     sync_engine = create_engine(
-        sync_url, pool_size=32, max_overflow=-1,
+        sync_url, pool_size=32, max_overflow=-1, pool_use_lifo=True,
         connect_args={"check_same_thread": False, "timeout": 30, "factory": _InlineConnection},
         json_serializer=json_text)
     sync_engine.dialect.is_async = True
