@@ -4,17 +4,15 @@ retrieve, update, cancel, submit tool outputs, and run steps."""
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
-from sse_starlette import EventSourceResponse
 
 from assistantd.api.body import JSONRoute
 from assistantd.api.dependencies import RequestScope, Scope
 from assistantd.api.errors import invalid
 from assistantd.api.pagination import Page, listed
+from assistantd.api.sse import QueueStream
 from assistantd.db.models import Run
 from assistantd.runs import service
 from assistantd.runs.dependencies import RunWrites, TenantRun, TenantStep, ThreadForRun
@@ -31,40 +29,22 @@ from assistantd.threads.dependencies import TenantThread
 from assistantd.runs.store import Writes
 from assistantd.threads.schemas import ThreadObject
 
-log = logging.getLogger("assistantd")
 router = APIRouter(tags=["runs"], route_class=JSONRoute)
 
 SEARCH_CONTENT = "step_details.tool_calls[*].file_search.results[*].content"
 
 
-def _stream(subscription: Subscription, opening: list[Event]) -> EventSourceResponse:
-    """SSE: the events the handler persisted, then whatever the executor emits, then ``done``.
+def _stream(subscription: Subscription, opening: list[Event]) -> QueueStream:
+    """SSE: the events the handler persisted, then whatever the executor emits, then ``done``;
+    events already waiting are sent together in one write (a step and its message open with four
+    events at once). A client that goes away leaves the run running."""
 
-    Events already waiting are sent together in one write (a step and its message open with four
-    events at once), which saves a trip through the ASGI stack and a syscall per event.
-    """
+    def failed(exc: Exception) -> bytes:
+        return Event("error", json.dumps({"code": "server_error", "message": f"The event stream failed: {exc!r}",
+                                          "param": None, "type": "server_error"})).frame()
 
-    async def frames() -> AsyncIterator[bytes]:
-        try:
-            yield b"".join(event.frame() for event in opening)
-            queue = subscription.queue
-            while True:
-                batch = [await queue.get()]
-                while not batch[-1].final and not queue.empty():
-                    batch.append(queue.get_nowait())
-                final = batch[-1].final
-                yield b"".join(event.frame() for event in batch) + (DONE_FRAME if final else b"")
-                if final:
-                    break
-        except Exception as exc:  # the run goes on; this stream tells its client why it stops
-            log.exception("run event stream failed")
-            error = {"code": "server_error", "message": f"The event stream failed: {exc!r}",
-                     "param": None, "type": "server_error"}
-            yield Event("error", json.dumps(error)).frame()
-        finally:
-            subscription.close()  # a client that goes away leaves the run running
-
-    return EventSourceResponse(frames(), ping=15, sep="\n")
+    return QueueStream(b"".join(event.frame() for event in opening), subscription.queue, closing=DONE_FRAME,
+                       failed=failed, on_close=subscription.close)
 
 
 class _Writing:
