@@ -66,6 +66,13 @@ class RunContext:
     deadline: float = math.inf  # time.monotonic() by which this stretch of execution must end
     turns: int = 0  # model turns taken in this stretch
     pending: PendingCalls | None = None  # a resumed run's calls to finish before its next turn
+    answer: tuple[asyncio.Queue, asyncio.Task] | None = None  # the first turn's request, sent early
+
+    def drop_answer(self) -> None:
+        """Give up the request sent early, if its turn has not taken it."""
+        if self.answer is not None:
+            self.answer[1].cancel()
+            self.answer = self.queue = None
 
     def __post_init__(self) -> None:
         usage = self.run.usage or {}

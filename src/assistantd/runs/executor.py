@@ -61,6 +61,12 @@ class RunExecutor:
         process died, starts a new one, so the time spent waiting for outputs is not counted)."""
         ctx.deadline = time.monotonic() + self.settings.run_timeout
         try:
+            await self._execute(ctx)
+        finally:
+            ctx.drop_answer()  # a request sent early whose turn never came (the run ended first)
+
+    async def _execute(self, ctx: RunContext) -> None:
+        try:
             # A resumed run (runs/resume.py) first finishes the calls its last turn made.
             if ctx.pending is not None and not await self._run_calls(ctx, ctx.pending):
                 return
@@ -130,17 +136,41 @@ class RunExecutor:
         except Exception:
             return None
 
+    def send_early(self, ctx: RunContext) -> bool:
+        """Send the first turn's request now, its prompt being known (built in the claiming
+        transaction): the model's wait for its first token overlaps the commit, the client's
+        first events and the run's start, instead of following them. Its chunks wait in the
+        turn's queue; a run that ends before its turn reads them drops the request
+        (:meth:`RunContext.drop_answer`). Only for a turn that will be taken: not when the
+        run's budget is already spent (``_turn`` ends it without a request). Returns whether
+        it was sent."""
+        prompt, run = ctx.prompt, ctx.run
+        budget = ctx.completion_budget
+        if prompt is None or (budget is not None and budget <= 0) or \
+                (run.max_prompt_tokens is not None and ctx.prompt_tokens >= run.max_prompt_tokens):
+            return False
+        ctx.answer = self._send(ctx, prompt, time.monotonic() + self.settings.run_timeout)
+        return True
+
     # --- the model's answer, as it streams --------------------------------------------------------
 
-    async def _read_answer(self, ctx: RunContext, turn: Turn, prompt: prompts.Prompt) -> None:
-        # The turn's deadline, or the run's when that comes first: an upstream that keeps its
-        # stream alive (SSE comments, a token an hour) never trips the read timeout.
+    def _send(self, ctx: RunContext, prompt: prompts.Prompt, deadline: float) -> tuple[asyncio.Queue, asyncio.Task]:
+        """Start the turn's request: its chunks go on a queue (the run's ``queue``, where a
+        cancel lands too) until the answer ends, within the turn's deadline, or the run's
+        when that comes first (an upstream that keeps its stream alive, SSE comments or a
+        token an hour, never trips the read timeout)."""
         limit = self.settings.upstream_turn_timeout
         expired = f"The model did not finish its answer within {limit:g} s (ASSISTANTD_UPSTREAM_TURN_TIMEOUT)."
-        if ctx.deadline - time.monotonic() < limit:
-            limit, expired = max(0.0, ctx.deadline - time.monotonic()), self._run_timeout_message()
+        if deadline - time.monotonic() < limit:
+            limit, expired = max(0.0, deadline - time.monotonic()), self._run_timeout_message()
         queue = ctx.queue = asyncio.Queue()
-        pump = asyncio.create_task(self.upstream.pump_chat(prompt.body, queue, limit, expired))
+        if ctx.cancel_requested:
+            queue.put_nowait(CANCEL)
+        return queue, asyncio.create_task(self.upstream.pump_chat(prompt.body, queue, limit, expired))
+
+    async def _read_answer(self, ctx: RunContext, turn: Turn, prompt: prompts.Prompt) -> None:
+        sent, ctx.answer = ctx.answer, None
+        queue, pump = sent or self._send(ctx, prompt, ctx.deadline)
         try:
             while (item := await queue.get()) is not END_OF_ANSWER:
                 if item is CANCEL:

@@ -136,7 +136,7 @@ class RunWorker:
 
         The claim is the queue's, written in the request's transaction, and the run's first
         prompt is read there too: the run costs two transactions fewer and starts without waiting
-        for the claim loop. The caller must then call :meth:`start_claimed` after its commit, or
+        for the claim loop; its first model request is sent at once, before the commit. The caller must then call :meth:`start_claimed` after its commit, or
         :meth:`release_claimed` if the transaction fails. Without room the run stays queued for
         whichever process claims it.
         """
@@ -150,6 +150,8 @@ class RunWorker:
             # Queued and claimed in this transaction: its streams (if any) subscribed here.
             self.store.bus.only_here(run.id)
             ctx.prompt = await self.executor.prompt_or_none(writes.session, ctx)
+            if self.executor.send_early(ctx):
+                await asyncio.sleep(0)  # one turn of the loop: the request goes out before the commit
         except BaseException:
             self.release_claimed(run)
             raise
@@ -159,7 +161,9 @@ class RunWorker:
         self._launch(self._claimed.pop(run.id))
 
     def release_claimed(self, run: Run) -> None:
-        self._claimed.pop(run.id, None)
+        ctx = self._claimed.pop(run.id, None)
+        if ctx is not None:
+            ctx.drop_answer()
         self.store.bus.release(run.id)
 
     # --- maintenance: leases, orphans, expiry ---------------------------------------------------
