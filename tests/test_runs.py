@@ -278,6 +278,27 @@ def test_upstream_request_carries_run_options(client, fake_upstream):
     assert request["response_format"] == {"type": "json_object"}
     assert request["max_completion_tokens"] == 300
 
+def test_a_run_cancelled_before_its_first_turn_drops_the_request_sent_early(client, http, fake_upstream):
+    # The first turn's request leaves from the transaction that creates the run (its prompt is
+    # known there); a run that ends before its turn reads the answer must not leave it open.
+    tag = fake_upstream.script({"text": "never read", "first_delay": 5})
+    a = assistant(client)
+    t = thread(client, tag)
+    run = http.post(f"/v1/threads/{t.id}/runs", json={"assistant_id": a.id}).json()
+    cancel = http.post(f"/v1/threads/{t.id}/runs/{run['id']}/cancel")
+    assert cancel.status_code == 200, cancel.text
+    asked = time.time()
+    final = wait_run(http, t.id, run["id"])
+    assert final["status"] == "cancelled"
+    deadline = time.monotonic() + 3
+    while not fake_upstream.ends(tag) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (end,) = fake_upstream.ends(tag)
+    assert end["how"] == "closed" and end["at"] - asked < 2, end
+    assert len(fake_upstream.requests(tag)) == 1
+    assert [m["role"] for m in messages(http, t.id)] == ["user"]  # nothing of the answer was kept
+
+
 def test_model_turns_reuse_the_upstream_connection(client, fake_upstream):
     # Each turn reads its answer to the end, so the connection goes back to the pool: a new TCP
     # (for a real upstream, TLS) connection per turn would add its handshake to every answer.
