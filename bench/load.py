@@ -21,7 +21,7 @@ then, each figure beside the same one measured straight against the upstream in 
    (a chunk every 3 s): errors and the server's largest resident memory.
 
     python bench/load.py [--streams 1,20,50,100] [--seconds 20] [--database-url postgresql://…]
-                         [--workers 1,2] [--hold 1000] [--skip idle,open,runs,poll]
+                         [--workers 1,2] [--hold 1000] [--skip idle,open,runs,poll] [--server-src DIR]
 """
 
 from __future__ import annotations
@@ -85,7 +85,9 @@ class Phase:
                  f" | through p50 {self.ms(self.through, .5):7.1f} ms  p99 {self.ms(self.through, .99):7.1f} ms"
                  f" | added p50 {self.ms(self.through, .5) - self.ms(self.direct, .5):6.1f} ms"
                  f"  p99 {self.ms(self.through, .99) - self.ms(self.direct, .99):6.1f} ms"]
-        if self.server_cpu and direct_done:
+        if not self.direct:
+            lines.append(f"  server CPU {self.server_cpu:.1f} s over {self.wall:.0f} s; server RSS at most {self.rss:.0f} MiB")
+        elif self.server_cpu and direct_done:
             per_run = self.server_cpu / max(done, 1) * 1000
             model = self.model_cpu_direct / direct_done * 1000
             lines.append(f"  CPU per streamed run: assistantd {per_run:.2f} ms, the model per direct stream "
@@ -189,7 +191,12 @@ class Bench:
         return phase
 
 
+SERVER_SRC: str | None = None  # --server-src: the server's code from another checkout's src/
+
+
 def start_server(database_url: str | None, upstream: str, workers: int = 1, **env: str) -> ServerProcess:
+    if SERVER_SRC:
+        env["PYTHONPATH"] = SERVER_SRC
     server = ServerProcess(Path(tempfile.mkdtemp(prefix="assistantd-load-")), database_url,
                            serve_args=("--workers", str(workers)) if workers > 1 else (),
                            ASSISTANTD_UPSTREAM_BASE_URL=upstream, ASSISTANTD_LOG_LEVEL="warning",
@@ -210,7 +217,11 @@ def main() -> None:
     parser.add_argument("--hold-seconds", type=float, default=60.0)
     parser.add_argument("--skip", default="", help="comma-separated: idle, open, runs, poll")
     parser.add_argument("--seed", type=int, default=14)
+    parser.add_argument("--server-src", default=None,
+                        help="run the server from this src/ folder (another checkout: a before/after figure)")
     args = parser.parse_args()
+    global SERVER_SRC
+    SERVER_SRC = args.server_src
     skip = set(filter(None, args.skip.split(",")))
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # held streams: two sockets each, per side
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
@@ -245,7 +256,7 @@ def main() -> None:
                 print(f"SDK create_and_poll, short run, {args.poll_runs} runs: p50 {pct(hinted, .5) * 1000:.0f} ms with "
                       f"openai-poll-after-ms, {pct(unhinted, .5) * 1000:.0f} ms without it (the SDK's 1 s)", flush=True)
             if args.hold:
-                held = start_server(None, upstream, ASSISTANTD_MAX_CONCURRENT_RUNS=str(args.hold))
+                held = start_server(None, upstream)  # (the default ASSISTANTD_MAX_CONCURRENT_RUNS)
                 try:
                     bench_held = Bench(held, fake.pid, upstream)
                     asyncio.run(bench_held.setup())

@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> None:
 
     import uvicorn
 
+    _raise_open_files_limit()
+
     from assistantd.app import create_app
 
     # Keep idle client connections longer than uvicorn's 5 s default: SDK clients pool them, and a
@@ -58,6 +60,20 @@ def main(argv: list[str] | None = None) -> None:
         uvicorn.run("assistantd.app:create_app", factory=True, workers=args.workers, **options)
     else:
         uvicorn.run(create_app(settings), **options)
+
+
+def _raise_open_files_limit() -> None:
+    """Let the server hold as many sockets as the system allows it: a streamed run holds two (its
+    client's, its model's), and many systems start processes with a soft limit of 1024 files."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = 1 << 20 if hard == resource.RLIM_INFINITY else hard
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            pass
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ class Settings(BaseSettings):
 
     # Limits (the OpenAI API's own where it has one).
     max_upload_bytes: int = 512 * 1024 * 1024
-    max_concurrent_runs: int = 256
+    max_concurrent_runs: int = 1024  # a run mostly waits on its model: ~0.2 MiB each (bench/load.py --hold)
     run_expiry_seconds: int = 600  # a run left queued or waiting for tool outputs this long expires
     file_sweep_seconds: float = 60.0  # how often each process looks for expired files to delete
     upstream_connect_timeout: float = 10.0
