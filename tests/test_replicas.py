@@ -304,3 +304,47 @@ def test_a_stream_of_a_run_another_process_resumes_ends_saying_so(backend, datab
     finally:
         for server in (front, doomed, heir):
             server.stop()
+
+
+# --- assistantd serve --workers N ------------------------------------------------------------------
+
+def test_serve_workers_runs_that_many_replicas_on_one_port(backend, databases, fake_upstream):
+    """``--workers 2``: two processes behind one port, each a replica on the database (its own
+    row in ``workers``); streamed runs through the port complete whichever process takes them."""
+    if backend != "postgresql":
+        pytest.skip("--workers needs PostgreSQL")
+    data_dir, url = databases.new("workers")
+    server = ServerProcess(data_dir, url, serve_args=("--workers", "2"),
+                           ASSISTANTD_UPSTREAM_BASE_URL=fake_upstream.base_url,
+                           ASSISTANTD_SANDBOX_WARM_POOL="0", ASSISTANTD_EMBEDDINGS="none")
+    server.start(timeout=120)
+    try:
+        async def registered() -> int:
+            conn = await asyncpg.connect(url)
+            try:
+                return await conn.fetchval("SELECT count(*) FROM workers")
+            finally:
+                await conn.close()
+
+        wait_for(lambda: asyncio.run(registered()) == 2, timeout=30, what="both processes registered")
+        client = make_client(server.base_url)
+        a = assistant(client)
+        with make_http(server.url) as http:
+            for i in range(6):  # new connections: the kernel spreads them over the two processes
+                t = thread(client, fake_upstream.script({"text": f"answer {i}"}))
+                events = read_sse(http, "POST", f"/v1/threads/{t.id}/runs", json={"assistant_id": a.id, "stream": True})
+                assert [name for name, _ in events][-2:] == ["thread.run.completed", "done"]
+                assert text_of(messages(http, t.id)[-1]) == f"answer {i}"
+        client.close()
+    finally:
+        server.stop()
+
+
+def test_serve_workers_above_one_is_refused_on_sqlite(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "assistantd", "serve", "--workers", "2"],
+                          env={**ServerProcess(tmp_path).env}, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "--workers above 1 needs PostgreSQL" in done.stderr
