@@ -62,7 +62,10 @@ class QueueStream(Response):
             timer = loop.call_later(self.ping_seconds - quiet, ping)
 
         async def watch() -> None:
-            while (await receive())["type"] != "http.disconnect":
+            try:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+            except Exception:  # (the server can no longer tell: the stream is as good as gone)
                 pass
             queue.put_nowait(GONE)
 
