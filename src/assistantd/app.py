@@ -32,7 +32,7 @@ from assistantd.threads.router import router as threads_router
 from assistantd.tools.registry import ToolRegistry, ToolServices
 from assistantd.upstream.client import UpstreamClient
 from assistantd.vector_stores import embeddings, pgvector
-from assistantd.vector_stores.ingest import INTERVAL_SECONDS as INGEST_INTERVAL, Ingester
+from assistantd.vector_stores.ingest import Ingester
 from assistantd.vector_stores.search import Searcher
 from assistantd.vector_stores.router import router as vector_stores_router
 from assistantd.workers import Workers
@@ -101,8 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             asyncio.create_task(_supervise("file expiry", settings.file_sweep_seconds, sweep_expired, app.state)),
             asyncio.create_task(_supervise("sandbox reaping", app.state.sandboxes.reap_interval,
                                            app.state.sandboxes.reap_idle)),
-            asyncio.create_task(_supervise("vector store ingestion", INGEST_INTERVAL,
-                                           Ingester(app.state.db, app.state.files, embedder, pg).drain)),
+            asyncio.create_task(Ingester(app.state.db, app.state.files, embedder, pg).run()),
         ]
         # The objects made so far (modules, tables, schemas, the token tables) live as long as the
         # process: moved out of the cyclic collector's reach, its full collections under load no

@@ -8,6 +8,10 @@ An unsupported or unreadable file fails with ``last_error`` and harms nothing el
 
 The chunks are embedded (``ASSISTANTD_EMBEDDINGS``) between chunking and the write; a failing
 embedder fails the file with its error.
+
+When to look: at once after a transaction of this process that queued files commits
+(:func:`files_queued`), and every :data:`INTERVAL_SECONDS` for the files other processes queued
+and the leases that lapsed (polling five times a second had been most of an idle server's CPU).
 """
 
 from __future__ import annotations
@@ -18,10 +22,12 @@ import logging
 import os
 import socket
 import time
+import weakref
 from typing import Any
 
 from anyio import to_thread
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import and_, event, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from assistantd import ids
 from assistantd.db import Database
@@ -36,7 +42,23 @@ from assistantd.vector_stores.extract import ExtractError, extract
 log = logging.getLogger("assistantd")
 
 LEASE_SECONDS = 15.0  # renewed every third of it while a file is being ingested
-INTERVAL_SECONDS = 0.2
+INTERVAL_SECONDS = 1.0
+_QUEUED = "assistantd.files_queued"  # session.info: a wake-up is due when the session commits
+_ingesters: weakref.WeakSet[Ingester] = weakref.WeakSet()  # this process's, to wake
+
+
+def files_queued(session: AsyncSession) -> None:
+    """``session`` queued files: once it commits, this process's ingester looks at once."""
+    sync = session.sync_session
+    if not sync.info.get(_QUEUED):
+        sync.info[_QUEUED] = True
+        event.listen(sync, "after_commit", _committed, once=True)
+
+
+def _committed(session) -> None:
+    session.info.pop(_QUEUED, None)
+    for ingester in list(_ingesters):
+        ingester.wake()
 
 
 def _process(filename: str, path, strategy: dict[str, Any]) -> tuple[list[tuple[str, int]], None] | tuple[None, dict]:
@@ -60,6 +82,29 @@ class Ingester:
         self.db, self.files, self.embedder, self.pgvector = db, files, embedder, pgvector
         self.worker = f"{socket.gethostname()}:{os.getpid()}:{ids.new_id('', 8)}"
         self._recovered = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._woken = asyncio.Event()
+        _ingesters.add(self)
+
+    def wake(self) -> None:
+        """Look for files now (from any thread: a large write commits in a worker thread)."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._woken.set)
+
+    async def run(self) -> None:
+        """Drain, then wait to be woken or for the next look; a failure is logged, never fatal."""
+        self._loop = asyncio.get_running_loop()
+        while True:
+            self._woken.clear()
+            try:
+                await self.drain()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("vector store ingestion failed")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(INTERVAL_SECONDS):
+                    await self._woken.wait()
 
     async def _recover(self) -> None:
         """On SQLite one server owns the database: claims left by a previous process are dead,
@@ -88,7 +133,7 @@ class Ingester:
         return None
 
     async def drain(self) -> None:
-        """Ingest claimable files until none is left (the lifespan runs this every 0.2 s)."""
+        """Ingest claimable files until none is left."""
         if not self._recovered:
             await self._recover()
         while (row := await self._claim()) is not None:

@@ -21,7 +21,7 @@ from assistantd.api.pagination import PageParams, paginate
 from assistantd.api.types import Deleted
 from assistantd.db.models import Chunk, File, VectorStore, VectorStoreFile, VectorStoreFileBatch
 from assistantd.files import service as files_service
-from assistantd.vector_stores import chunking
+from assistantd.vector_stores import chunking, ingest
 from assistantd.vector_stores.schemas import (
     DAY,
     CreateVectorStoreRequest,
@@ -179,6 +179,7 @@ async def add_file(session: AsyncSession, store: VectorStore, file_id: str, stra
                           chunking_strategy=strategy, attributes=attributes or {})
     session.add(row)
     await session.flush()
+    ingest.files_queued(session)
     return row
 
 
