@@ -130,7 +130,8 @@ async def update_object(session: AsyncSession, obj: Any, *attributes: str) -> No
     cls = type(obj)
     names = dict(_columns(cls))
     current = {a: getattr(obj, a) for a in attributes}
-    await _execute(session, _update(cls, attributes), cls, {"_seq": obj.seq, **{names[a]: v for a, v in current.items()}})
+    await _execute(session, _update(cls, attributes), cls,
+                   {"_seq": obj.seq, **{names[a]: v for a, v in current.items()}})
     mark_loaded(obj, **current)
 
 

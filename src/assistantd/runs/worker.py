@@ -136,8 +136,9 @@ class RunWorker:
 
         The claim is the queue's, written in the request's transaction, and the run's first
         prompt is read there too: the run costs two transactions fewer and starts without waiting
-        for the claim loop; its first model request is sent at once, before the commit. The caller must then call :meth:`start_claimed` after its commit, or
-        :meth:`release_claimed` if the transaction fails. Without room the run stays queued for
+        for the claim loop; its first model request is sent at once, before the commit. The
+        caller must then call :meth:`start_claimed` after its commit, or :meth:`release_claimed`
+        if the transaction fails. Without room the run stays queued for
         whichever process claims it.
         """
         if self._stopping or self._room() <= 0:
