@@ -210,7 +210,7 @@ def no_sandbox_left_behind(databases) -> Iterator[None]:
         [f"{SERVER_URLS[databases.backend].rsplit('/', 1)[0]}/{db}" for db in databases.created]
     ours = {instance_id(Settings(_env_file=None, data_dir=d, database_url=u))
             for d in databases.root.iterdir() if d.is_dir() for u in urls}
-    left = [c for c in engine.containers.list(all=True, filters={"label": "assistantd.sandbox=1"})
+    left = [c for c in engine.containers.list(all=True, filters={"label": "assistantd.sandbox=1"}, ignore_removed=True)
             if c.labels.get(INSTANCE_LABEL) in ours]
     for container in left:
         container.remove(force=True)

@@ -101,7 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             asyncio.create_task(_supervise("file expiry", settings.file_sweep_seconds, sweep_expired, app.state)),
             asyncio.create_task(_supervise("sandbox reaping", app.state.sandboxes.reap_interval,
                                            app.state.sandboxes.reap_idle)),
-            asyncio.create_task(Ingester(app.state.db, app.state.files, embedder, pg).run()),
+            asyncio.create_task(Ingester(app.state.db, app.state.files, embedder, pg, app.state.bus).run()),
         ]
         # The objects made so far (modules, tables, schemas, the token tables) live as long as the
         # process: moved out of the cyclic collector's reach, its full collections under load no

@@ -107,7 +107,7 @@ class Stack:
         labels = [f"com.docker.compose.project={self.project}"]
         if service:
             labels.append(f"com.docker.compose.service={service}")
-        return self.engine.containers.list(all=all, filters={"label": labels})
+        return self.engine.containers.list(all=all, filters={"label": labels}, ignore_removed=True)
 
     def up(self) -> None:
         self.compose("up", "-d", "--scale", f"assistantd={self.replicas}", timeout=900)
@@ -148,8 +148,9 @@ class Stack:
         label = {"label": f"com.docker.compose.project={self.project}"}
         names = {v.name for v in self.engine.volumes.list()}
         sandboxes = self.engine.containers.list(
-            all=True, filters={"label": ["assistantd.sandbox=1", f"assistantd.instance={self.sandbox_instance()}"]})
-        return {"containers": [c.name for c in self.engine.containers.list(all=True, filters=label)],
+            all=True, filters={"label": ["assistantd.sandbox=1", f"assistantd.instance={self.sandbox_instance()}"]},
+            ignore_removed=True)
+        return {"containers": [c.name for c in self.engine.containers.list(all=True, filters=label, ignore_removed=True)],
                 "networks": [n.name for n in self.engine.networks.list(filters=label)],
                 "volumes": sorted({v.name for v in self.engine.volumes.list(filters=label)} | (self.volumes & names)),
                 "sandboxes": [c.name for c in sandboxes]}
@@ -157,7 +158,7 @@ class Stack:
     def force_clean(self) -> None:
         """After a failure: whatever down left."""
         for container in self.containers(all=True) + self.engine.containers.list(
-                all=True, filters={"label": [f"assistantd.instance={self.sandbox_instance()}"]}):
+                all=True, filters={"label": [f"assistantd.instance={self.sandbox_instance()}"]}, ignore_removed=True):
             try:
                 container.remove(force=True)
             except Exception:

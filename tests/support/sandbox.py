@@ -49,7 +49,8 @@ def instance_of(server) -> str:
 
 def containers_of(docker, instance: str) -> list:
     """Every container (running or not) of one server instance: ``docker ps -a --filter label=…``."""
-    return docker.containers.list(all=True, filters={"label": f"{INSTANCE_LABEL}={instance}"})
+    return docker.containers.list(all=True, filters={"label": f"{INSTANCE_LABEL}={instance}"},
+                                  ignore_removed=True)  # (one removed between the list and its inspect)
 
 
 def code_call(code: str, answer: str = "Done.") -> tuple[dict[str, Any], dict[str, Any]]:

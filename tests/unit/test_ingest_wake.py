@@ -16,7 +16,7 @@ class Waker:
     def __init__(self) -> None:
         self.calls = 0
 
-    def wake(self) -> None:
+    def queued(self) -> None:
         self.calls += 1
 
 

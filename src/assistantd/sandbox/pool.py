@@ -185,7 +185,8 @@ class SandboxPool:
     def _listed_blocking(self) -> list[tuple[str, str | None]]:
         """(container id, record id) of every container of this deployment."""
         client = self._docker()
-        found = client.containers.list(all=True, filters={"label": [f"{LABEL}=1", f"{INSTANCE_LABEL}={self.instance}"]})
+        found = client.containers.list(all=True, filters={"label": [f"{LABEL}=1", f"{INSTANCE_LABEL}={self.instance}"]},
+                                       ignore_removed=True)  # (one removed between the list and its inspect)
         return [(c.id, c.labels.get(ID_LABEL)) for c in found]
 
     async def _remove(self, record_ids: list[str], why: str) -> None:

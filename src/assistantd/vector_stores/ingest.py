@@ -9,9 +9,10 @@ An unsupported or unreadable file fails with ``last_error`` and harms nothing el
 The chunks are embedded (``ASSISTANTD_EMBEDDINGS``) between chunking and the write; a failing
 embedder fails the file with its error.
 
-When to look: at once after a transaction of this process that queued files commits
-(:func:`files_queued`), and every :data:`INTERVAL_SECONDS` for the files other processes queued
-and the leases that lapsed (polling five times a second had been most of an idle server's CPU).
+When to look: at once after a transaction that queued files commits (:func:`files_queued`; in
+this process, and in the others through the event bus's ``ingest`` signal, so that they share the
+work), and every :data:`INTERVAL_SECONDS` for leases that lapsed and signals that were lost
+(polling five times a second had been most of an idle server's CPU).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from assistantd import ids
 from assistantd.db import Database
 from assistantd.db.models import Chunk, File, VectorStoreFile
 from assistantd.files.storage import FileStore
+from assistantd.runs.events import EventBus
 from assistantd.runs.failures import RunFailure, short_message
 from assistantd.vector_stores import chunking
 from assistantd.vector_stores.embeddings import Embedder, to_bytes
@@ -43,6 +45,7 @@ log = logging.getLogger("assistantd")
 
 LEASE_SECONDS = 15.0  # renewed every third of it while a file is being ingested
 INTERVAL_SECONDS = 1.0
+INGEST = "ingest"  # the event bus signal: files were queued
 _QUEUED = "assistantd.files_queued"  # session.info: a wake-up is due when the session commits
 _ingesters: weakref.WeakSet[Ingester] = weakref.WeakSet()  # this process's, to wake
 
@@ -58,7 +61,7 @@ def files_queued(session: AsyncSession) -> None:
 def _committed(session) -> None:
     session.info.pop(_QUEUED, None)
     for ingester in list(_ingesters):
-        ingester.wake()
+        ingester.queued()
 
 
 def _process(filename: str, path, strategy: dict[str, Any]) -> tuple[list[tuple[str, int]], None] | tuple[None, dict]:
@@ -78,8 +81,9 @@ def _process(filename: str, path, strategy: dict[str, Any]) -> tuple[list[tuple[
 
 class Ingester:
     def __init__(self, db: Database, files: FileStore, embedder: Embedder | None = None,
-                 pgvector: PgVector | None = None) -> None:
+                 pgvector: PgVector | None = None, bus: EventBus | None = None) -> None:
         self.db, self.files, self.embedder, self.pgvector = db, files, embedder, pgvector
+        self._bus = bus
         self.worker = f"{socket.gethostname()}:{os.getpid()}:{ids.new_id('', 8)}"
         self._recovered = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -91,9 +95,17 @@ class Ingester:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._woken.set)
 
+    def queued(self) -> None:
+        """Files were queued here: look now, and have the other processes look."""
+        self.wake()
+        if self._loop is not None and self._bus is not None:
+            self._loop.call_soon_threadsafe(self._bus.broadcast, INGEST)
+
     async def run(self) -> None:
         """Drain, then wait to be woken or for the next look; a failure is logged, never fatal."""
         self._loop = asyncio.get_running_loop()
+        if self._bus is not None:
+            self._bus.on_signal(INGEST, lambda _: self.wake())
         while True:
             self._woken.clear()
             try:
