@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -31,25 +29,14 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from assistantd.settings import Settings  # noqa: E402
+from bench import openloop  # noqa: E402
+from bench.openloop import cpu_seconds, pct  # noqa: E402
 from tests.support.server import ServerProcess, free_port  # noqa: E402
 
 # Pollers wait this long between retrieves (the SDK's own default is 1 s; a shorter wait only
 # measures the server's polling load, a longer one only measures the wait).
 POLL_SECONDS = 0.05
 ANSWER = "The answer is forty two, and here is why it is so."
-
-
-def pct(values: list[float], p: float) -> float:
-    values = sorted(values)
-    k = (len(values) - 1) * p
-    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
-    return values[lo] + (values[hi] - values[lo]) * (k - lo)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def start_fake() -> tuple[subprocess.Popen, str]:
@@ -66,30 +53,11 @@ def start_fake() -> tuple[subprocess.Popen, str]:
 
 
 async def timed_stream(url: str, body: dict, first: bytes, last: bytes) -> float:
-    """POST ``body`` and read the streamed answer with a bare asyncio connection; return the
-    seconds until ``first`` appears. (A lean client: httpx's own CPU per chunk would compete with
-    the server on this 2-core machine and blur what is measured.)"""
-    host_port, _, path = url.removeprefix("http://").partition("/")
-    host, _, port = host_port.partition(":")
-    payload = json.dumps(body).encode()
-    start = time.perf_counter()
-    reader, writer = await asyncio.open_connection(host, int(port))
-    writer.write(f"POST /{path} HTTP/1.1\r\nHost: {host_port}\r\nContent-Type: application/json\r\n"
-                 f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode() + payload)
-    ttft, seen = None, b""
-    while True:
-        chunk = await reader.read(65536)
-        if not chunk:
-            break
-        seen = seen[-256:] + chunk
-        if ttft is None and first in seen:
-            ttft = time.perf_counter() - start
-        if last in seen:
-            break
-    writer.close()
-    if ttft is None:
-        raise RuntimeError(f"no {first!r} in the answer from {url}")
-    return ttft
+    """The seconds until ``first`` appears in the streamed answer (bench/openloop's lean client)."""
+    result = await openloop.timed_stream(url, body, first, last, ok_marker=last)
+    if result.ttft is None:
+        raise RuntimeError(f"no {first!r} in the answer from {url} ({result.error})")
+    return result.ttft
 
 
 async def direct_ttft(http: httpx.AsyncClient, upstream: str) -> float:
