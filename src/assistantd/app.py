@@ -32,7 +32,7 @@ from assistantd.threads.router import router as threads_router
 from assistantd.tools.registry import ToolRegistry, ToolServices
 from assistantd.upstream.client import UpstreamClient
 from assistantd.vector_stores import embeddings, pgvector
-from assistantd.vector_stores.ingest import Ingester
+from assistantd.vector_stores.ingest import INTERVAL_SECONDS as INGEST_INTERVAL, Ingester
 from assistantd.vector_stores.search import Searcher
 from assistantd.vector_stores.router import router as vector_stores_router
 from assistantd.workers import Workers
@@ -41,16 +41,24 @@ log = logging.getLogger("assistantd")
 
 
 
-async def _supervise(name: str, interval: float, job, *args) -> None:
-    """Run ``job`` every ``interval`` seconds; a failure is logged, never fatal."""
+async def _supervise(name: str, interval: float, job, *args, woken: asyncio.Event | None = None) -> None:
+    """Run ``job`` every ``interval`` seconds, and at once when ``woken`` is set; a failure is
+    logged, never fatal."""
     while True:
+        if woken is not None:
+            woken.clear()  # (before the job: a wake-up during it means another run)
         try:
             await job(*args)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("background job %s failed", name)
-        await asyncio.sleep(interval)
+        if woken is None:
+            await asyncio.sleep(interval)
+            continue
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(interval):
+                await woken.wait()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -96,12 +104,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         queue = RunQueue(app.state.db, app.state.workers.id)  # one worker id per process
         app.state.worker = RunWorker(executor, app.state.store, queue, settings.max_concurrent_runs)
         await app.state.worker.start()
+        ingester = Ingester(app.state.db, app.state.files, embedder, pg, app.state.bus)
         tasks = [
             asyncio.create_task(app.state.workers.beat_forever()),
             asyncio.create_task(_supervise("file expiry", settings.file_sweep_seconds, sweep_expired, app.state)),
             asyncio.create_task(_supervise("sandbox reaping", app.state.sandboxes.reap_interval,
                                            app.state.sandboxes.reap_idle)),
-            asyncio.create_task(Ingester(app.state.db, app.state.files, embedder, pg, app.state.bus).run()),
+            asyncio.create_task(_supervise("vector store ingestion", INGEST_INTERVAL, ingester.drain,
+                                           woken=ingester.woken)),
         ]
         # The objects made so far (modules, tables, schemas, the token tables) live as long as the
         # process: moved out of the cyclic collector's reach, its full collections under load no

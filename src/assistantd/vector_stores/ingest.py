@@ -51,7 +51,8 @@ _ingesters: weakref.WeakSet[Ingester] = weakref.WeakSet()  # this process's, to 
 
 
 def files_queued(session: AsyncSession) -> None:
-    """``session`` queued files: once it commits, this process's ingester looks at once."""
+    """``session`` queued files: once it commits, this process's ingester looks at once, and
+    tells the other processes' to (:meth:`Ingester.queued`)."""
     sync = session.sync_session
     if not sync.info.get(_QUEUED):
         sync.info[_QUEUED] = True
@@ -86,37 +87,22 @@ class Ingester:
         self._bus = bus
         self.worker = f"{socket.gethostname()}:{os.getpid()}:{ids.new_id('', 8)}"
         self._recovered = False
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._woken = asyncio.Event()
+        # Made in the running event loop (the app's start-up): the loop the wake-ups are sent to.
+        self._loop = asyncio.get_running_loop()
+        self.woken = asyncio.Event()  # set: look for files now (the lifespan's loop waits on it)
+        if bus is not None:
+            bus.on_signal(INGEST, lambda _: self.wake())
         _ingesters.add(self)
 
     def wake(self) -> None:
         """Look for files now (from any thread: a large write commits in a worker thread)."""
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._woken.set)
+        self._loop.call_soon_threadsafe(self.woken.set)
 
     def queued(self) -> None:
         """Files were queued here: look now, and have the other processes look."""
         self.wake()
-        if self._loop is not None and self._bus is not None:
-            self._loop.call_soon_threadsafe(self._bus.broadcast, INGEST)
-
-    async def run(self) -> None:
-        """Drain, then wait to be woken or for the next look; a failure is logged, never fatal."""
-        self._loop = asyncio.get_running_loop()
         if self._bus is not None:
-            self._bus.on_signal(INGEST, lambda _: self.wake())
-        while True:
-            self._woken.clear()
-            try:
-                await self.drain()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("vector store ingestion failed")
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(INTERVAL_SECONDS):
-                    await self._woken.wait()
+            self._loop.call_soon_threadsafe(self._bus.broadcast, INGEST)
 
     async def _recover(self) -> None:
         """On SQLite one server owns the database: claims left by a previous process are dead,
