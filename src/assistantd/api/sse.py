@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Protocol
 
 from starlette.responses import Response
 
@@ -30,17 +29,12 @@ GONE = object()  # put on the queue when the client has gone: stop
 PING_FRAME = b": ping\n\n"
 
 
-class Frame(Protocol):
-    final: bool  # the stream ends after this one
-
-    def frame(self) -> bytes: ...
-
-
 class QueueStream(Response):
-    """An ASGI response sending ``opening``, then each item of ``queue`` as its frame (those
-    waiting are sent together, in one write), until a ``final`` item, after which ``closing`` is
-    sent. ``failed(exc)`` gives the frame that tells the client why the stream stops when making
-    a frame fails; ``on_close()`` is called once, however the stream ends."""
+    """An ASGI response sending ``opening``, then each item of ``queue`` as its frame (an item
+    has ``frame() -> bytes`` and ``final``; those waiting are sent together, in one write), until
+    a ``final`` item, after which ``closing`` is sent. ``failed(exc)`` gives the frame that tells
+    the client why the stream stops when making a frame fails; ``on_close()`` is called once,
+    however the stream ends."""
 
     def __init__(self, opening: bytes, queue: asyncio.Queue, *, closing: bytes, failed: Callable[[Exception], bytes],
                  on_close: Callable[[], None], ping_seconds: float = 15.0) -> None:
