@@ -22,6 +22,7 @@ then, each figure beside the same one measured straight against the upstream in 
 
     python bench/load.py [--streams 1,20,50,100] [--seconds 20] [--database-url postgresql://…]
                          [--workers 1,2] [--hold 1000] [--skip idle,open,runs,poll] [--server-src DIR]
+                         [--chunks 20]
 """
 
 from __future__ import annotations
@@ -48,6 +49,13 @@ from tests.support.server import ServerProcess  # noqa: E402
 CHUNKS = 20  # the model's text: 20 pieces of "word " (100 characters), after its role chunk
 PACE = f"pace-100-50-{CHUNKS}"  # first chunk after 100 ms, then one every 50 ms
 STREAM_SECONDS = 0.1 + CHUNKS * 0.05  # the model's own time per answer
+
+
+def set_chunks(chunks: int) -> None:
+    """``--chunks``: the model's answer in that many pieces instead (two runs at different counts
+    split the CPU per run into what each chunk costs and what the run costs whatever its length)."""
+    global CHUNKS, PACE, STREAM_SECONDS
+    CHUNKS, PACE, STREAM_SECONDS = chunks, f"pace-100-50-{chunks}", 0.1 + chunks * 0.05
 FIRST_DELTA, DONE, COMPLETED = b"event: thread.message.delta", b"event: done", b"event: thread.run.completed"
 DIRECT_FIRST, DIRECT_DONE, DIRECT_OK = b'"content": "word', b"data: [DONE]", b'"finish_reason": "stop"'
 
@@ -55,6 +63,7 @@ DIRECT_FIRST, DIRECT_DONE, DIRECT_OK = b'"content": "word', b"data: [DONE]", b'"
 @dataclass
 class Phase:
     name: str
+    server: str = "assistantd"  # what the through figures went through
     through: list[Result] = field(default_factory=list)
     direct: list[Result] = field(default_factory=list)
     wall: float = 0.0
@@ -90,13 +99,15 @@ class Phase:
         elif self.server_cpu and direct_done:
             per_run = self.server_cpu / max(done, 1) * 1000
             model = self.model_cpu_direct / direct_done * 1000
-            lines.append(f"  CPU per streamed run: assistantd {per_run:.2f} ms, the model per direct stream "
-                         f"{model:.2f} ms (ratio {per_run / model:.2f}x); the model per stream through assistantd "
+            lines.append(f"  CPU per streamed run: {self.server} {per_run:.2f} ms, the model per direct stream "
+                         f"{model:.2f} ms (ratio {per_run / model:.2f}x); the model per stream through {self.server} "
                          f"{self.model_cpu_through / max(done, 1) * 1000:.2f} ms; server RSS {self.rss:.0f} MiB")
         return "\n".join(lines)
 
 
 class Bench:
+    label = "assistantd"  # what the reports call the server
+
     def __init__(self, server: ServerProcess, fake_pid: int, upstream: str) -> None:
         self.server, self.fake_pid, self.upstream = server, fake_pid, upstream
         self.assistant_id = ""
@@ -132,7 +143,7 @@ class Bench:
 
     async def idle(self, tag: str, n: int) -> Phase:
         """One stream at a time, direct and through alternated."""
-        phase = Phase(f"idle, model {tag}")
+        phase = Phase(f"idle, model {tag}", self.label)
         threads = await self.threads(n + 3, tag)
         for t in threads[:3]:  # warm both paths
             await self.through(t)
@@ -146,7 +157,7 @@ class Bench:
     async def open(self, streams: int, seconds: float, seed: int, label: str = "") -> Phase:
         rate = streams / STREAM_SECONDS
         arrivals = poisson(rate, max(seconds, 40 / rate), seed)
-        phase = Phase(f"open loop{label}, N={streams} ({rate:.1f} arrivals/s)")
+        phase = Phase(f"open loop{label}, N={streams} ({rate:.1f} arrivals/s)", self.label)
         threads = await self.threads(len(arrivals), PACE)
         await asyncio.sleep(1)  # let the thread writes settle
         pid = self.server.proc.pid
@@ -168,7 +179,7 @@ class Bench:
         ``seconds`` to answer; the server's memory sampled every second."""
         delay_ms = int(seconds * 1000 / CHUNKS)
         tag = f"pace-100-{delay_ms}-{CHUNKS}"
-        phase = Phase(f"{streams} streams held ~{seconds:.0f} s (a chunk every {delay_ms / 1000:g} s)")
+        phase = Phase(f"{streams} streams held ~{seconds:.0f} s (a chunk every {delay_ms / 1000:g} s)", self.label)
         threads = await self.threads(streams, tag)
         pid, peak, stop = self.server.proc.pid, [0.0], threading.Event()
 
@@ -217,11 +228,13 @@ def main() -> None:
     parser.add_argument("--hold-seconds", type=float, default=60.0)
     parser.add_argument("--skip", default="", help="comma-separated: idle, open, runs, poll")
     parser.add_argument("--seed", type=int, default=14)
+    parser.add_argument("--chunks", type=int, default=CHUNKS, help="pieces of the model's answer (20: 100 characters)")
     parser.add_argument("--server-src", default=None,
                         help="run the server from this src/ folder (another checkout: a before/after figure)")
     args = parser.parse_args()
     global SERVER_SRC
     SERVER_SRC = args.server_src
+    set_chunks(args.chunks)
     skip = set(filter(None, args.skip.split(",")))
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # held streams: two sockets each, per side
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
