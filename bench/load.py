@@ -49,6 +49,8 @@ from tests.support.server import ServerProcess  # noqa: E402
 CHUNKS = 20  # the model's text: 20 pieces of "word " (100 characters), after its role chunk
 PACE = f"pace-100-50-{CHUNKS}"  # first chunk after 100 ms, then one every 50 ms
 STREAM_SECONDS = 0.1 + CHUNKS * 0.05  # the model's own time per answer
+FIRST_DELTA, DONE, COMPLETED = b"event: thread.message.delta", b"event: done", b"event: thread.run.completed"
+DIRECT_FIRST, DIRECT_DONE, DIRECT_OK = b'"content": "word', b"data: [DONE]", b'"finish_reason": "stop"'
 
 
 def set_chunks(chunks: int) -> None:
@@ -56,8 +58,6 @@ def set_chunks(chunks: int) -> None:
     split the CPU per run into what each chunk costs and what the run costs whatever its length)."""
     global CHUNKS, PACE, STREAM_SECONDS
     CHUNKS, PACE, STREAM_SECONDS = chunks, f"pace-100-50-{chunks}", 0.1 + chunks * 0.05
-FIRST_DELTA, DONE, COMPLETED = b"event: thread.message.delta", b"event: done", b"event: thread.run.completed"
-DIRECT_FIRST, DIRECT_DONE, DIRECT_OK = b'"content": "word', b"data: [DONE]", b'"finish_reason": "stop"'
 
 
 @dataclass
