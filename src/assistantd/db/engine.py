@@ -59,33 +59,39 @@ class Database:
         try:
             yield session
         finally:
-            await session.close()
+            session.sync_session.close()  # (inline: see write())
 
     @contextlib.asynccontextmanager
     async def write(self, *, commit_in_thread: bool = False) -> AsyncIterator[AsyncSession]:
         """A transaction. ``commit_in_thread`` (SQLite; for a transaction that wrote megabytes):
         the commit runs in a worker thread, where sqlite3 lets go of the GIL while it writes the
-        pages, instead of holding the event loop for it (8 MB of messages: a ~26 ms commit)."""
+        pages, instead of holding the event loop for it (8 MB of messages: a ~26 ms commit).
+
+        On SQLite the session's begin, commit, rollback and close are called on its sync session
+        directly: the inline engine never awaits (as :func:`commit_blocking` relies on too), and
+        AsyncSession's way, a greenlet spawned and switched to for each, cost more than the rest
+        of an empty transaction (measured: 228 µs a transaction, against 83 µs for a sync
+        session and 7 µs for sqlite3's BEGIN and COMMIT; a run takes three)."""
         if not self.is_sqlite:
             async with self._sessions() as session, session.begin():
                 yield session
             return
         async with self._write_lock:
             session = self._sessions()
+            sync = session.sync_session
             try:
-                if not commit_in_thread:
-                    async with session.begin():
-                        yield session
-                    return
-                await session.begin()
+                sync.begin()
                 try:
                     yield session
                 except BaseException:
-                    await session.rollback()
+                    sync.rollback()
                     raise
-                await to_thread.run_sync(commit_blocking, session)
+                if commit_in_thread:
+                    await to_thread.run_sync(commit_blocking, session)
+                else:
+                    sync.commit()
             finally:
-                await session.close()
+                sync.close()
 
     async def dispose(self) -> None:
         await self.engine.dispose()
