@@ -387,6 +387,61 @@ def test_the_begin_event_opens_a_real_transaction_that_a_rollback_undoes(tmp_pat
 
 
 
+def test_sqlite_sessions_run_their_transactions_and_statements_without_a_greenlet(tmp_path, monkeypatch):
+    """``Database.write``/``read`` on SQLite begin, commit, roll back and close the sync session
+    directly, and :class:`InlineSession` runs ``execute``/``scalar``/``scalars``/``get``/``flush``
+    on it directly: no greenlet is spawned, and the results are AsyncSession's (buffered rows, ORM
+    objects, a rollback that undoes)."""
+    import sqlalchemy.ext.asyncio.session as async_session_module
+    spawned: list[str] = []
+    real_spawn = async_session_module.greenlet_spawn
+
+    async def counting_spawn(fn, *args, **kwargs):
+        spawned.append(getattr(fn, "__name__", repr(fn)))
+        return await real_spawn(fn, *args, **kwargs)
+
+    monkeypatch.setattr(async_session_module, "greenlet_spawn", counting_spawn)
+
+    async def scenario(db: Database) -> tuple:
+        async with db.write() as session:
+            await session.execute(text("CREATE TABLE t (n INTEGER)"))
+            await session.execute(text("INSERT INTO t VALUES (1), (2)"))
+        with contextlib.suppress(RuntimeError):
+            async with db.write() as session:
+                await session.execute(text("INSERT INTO t VALUES (3)"))
+                raise RuntimeError("rolled back")
+        async with db.read() as session:
+            rows = [tuple(r) for r in (await session.execute(text("SELECT n FROM t ORDER BY n"))).all()]
+            total = await session.scalar(text("SELECT sum(n) FROM t"))
+            listed = list(await session.scalars(text("SELECT n FROM t ORDER BY n DESC")))
+        return rows, total, listed, type(session).__name__
+
+    assert _on(_sqlite_url(tmp_path), scenario) == ([(1,), (2,)], 3, [2, 1], "InlineSession")
+    assert spawned == [], f"an SQLite session spawned greenlets: {spawned}"
+
+
+def test_inline_session_loads_and_flushes_orm_objects_like_async_session(migrated_url):
+    """The ORM through :class:`InlineSession` (SQLite) and AsyncSession (PostgreSQL) alike: an object
+    added and flushed, read back by ``get`` and ``scalars``, its change flushed and committed."""
+
+    async def scenario(db: Database) -> tuple:
+        thread = Thread(id="thread_inline", tenant="t1", created_at=1, tool_resources={}, metadata_={})
+        async with db.write() as session:
+            session.add(thread)
+            await session.flush()
+            seq = thread.seq
+            got = await session.get(Thread, seq)
+            assert got is thread
+            got.metadata_ = {"k": "v"}
+        async with db.read() as session:
+            again = (await session.scalars(select(Thread).where(Thread.id == "thread_inline"))).one()
+            return seq is not None, again.metadata_, type(session).__name__
+
+    made, metadata, kind = _on(migrated_url, scenario)
+    assert made and metadata == {"k": "v"}, "the flushed change was not read back"
+    assert kind == ("InlineSession" if migrated_url.startswith("sqlite") else "AsyncSession")
+
+
 def test_a_large_write_commits_in_a_worker_thread_while_the_loop_runs(tmp_path, monkeypatch):
     """``Database.write(commit_in_thread=True)``: the sync session's commit works from a worker
     thread (nothing in the inline engine's commit path calls back into the loop), the loop runs

@@ -35,6 +35,7 @@ import orjson
 from anyio import to_thread
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio.result import _ensure_sync_result
 
 
 class Database:
@@ -46,7 +47,8 @@ class Database:
         else:
             self.engine = create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True,
                                               json_serializer=json_text)
-        self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._sessions = async_sessionmaker(self.engine, expire_on_commit=False,
+                                            class_=InlineSession if self.is_sqlite else AsyncSession)
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
 
     @contextlib.asynccontextmanager
@@ -143,6 +145,30 @@ def _inline_sqlite_engine(url: str) -> AsyncEngine:
     sync_engine.dialect.is_async = True
     _configure_sqlite(sync_engine)
     return AsyncEngine(sync_engine)
+
+
+class InlineSession(AsyncSession):
+    """SQLite's sessions: ``execute``, ``scalar``, ``scalars``, ``get`` and ``flush`` call the sync
+    session directly, where AsyncSession spawns a greenlet for each and switches to it. The inline
+    engine never awaits (:func:`_inline_sqlite_engine`), so the greenlet only cost time; results
+    are buffered and checked as AsyncSession's are. Pinned by tests/test_db_shortcuts.py."""
+
+    async def execute(self, statement, params=None, *, execution_options=None, bind_arguments=None, **kw):
+        options = {**(execution_options or {}), "prebuffer_rows": True}
+        result = self.sync_session.execute(statement, params=params, execution_options=options,
+                                           bind_arguments=bind_arguments, **kw)
+        return await _ensure_sync_result(result, self.execute)
+
+    async def scalar(self, statement, params=None, *, execution_options=None, bind_arguments=None, **kw):
+        options = {**(execution_options or {}), "prebuffer_rows": True}
+        return self.sync_session.scalar(statement, params=params, execution_options=options,
+                                        bind_arguments=bind_arguments, **kw)
+
+    async def get(self, entity, ident, **kw):
+        return self.sync_session.get(entity, ident, **kw)
+
+    async def flush(self, objects=None) -> None:
+        self.sync_session.flush(objects)
 
 
 class _InlineCursor(sqlite3.Cursor):
