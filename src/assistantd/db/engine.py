@@ -15,10 +15,13 @@ pinned by tests/test_db_shortcuts.py where it relies on SQLAlchemy's behaviour:
   the loop gets its own connection in a thread (:func:`inline_sync_engine`);
 - ``BEGIN`` sent straight to the driver when SQLAlchemy begins a transaction;
 - a large transaction's commit run in a worker thread (:func:`commit_blocking`);
-- a session closed with a plain ``await session.close()``: the session's own ``async with``
-  exit runs its close in a task of its own, so that a cancellation cannot cut it short; that
-  costs a task and a turn of the event loop per session, and an inline SQLite close never
-  suspends, so nothing can cut it short anyway.
+- a session closed with a plain call rather than its own ``async with`` exit, which runs its
+  close in a task of its own so that a cancellation cannot cut it short; that costs a task and a
+  turn of the event loop per session, and an inline SQLite close never suspends, so nothing can
+  cut it short anyway;
+- no greenlet: SQLite's sessions are :class:`InlineSession`, which runs its statements on the
+  sync session directly, and ``write()``/``read()`` begin, commit, roll back and close that sync
+  session directly (AsyncSession spawns a greenlet and switches to it for each call).
 
 JSON columns are written by orjson on both backends (:func:`json_text`).
 """
