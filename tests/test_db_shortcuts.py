@@ -387,11 +387,8 @@ def test_the_begin_event_opens_a_real_transaction_that_a_rollback_undoes(tmp_pat
 
 
 
-def test_sqlite_sessions_run_their_transactions_and_statements_without_a_greenlet(tmp_path, monkeypatch):
-    """``Database.write``/``read`` on SQLite begin, commit, roll back and close the sync session
-    directly, and :class:`InlineSession` runs ``execute``/``scalar``/``scalars``/``get``/``flush``
-    on it directly: no greenlet is spawned, and the results are AsyncSession's (buffered rows, ORM
-    objects, a rollback that undoes)."""
+def _count_greenlet_spawns(monkeypatch) -> list[str]:
+    """The names of the functions AsyncSession hands to ``greenlet_spawn`` from now on."""
     import sqlalchemy.ext.asyncio.session as async_session_module
     spawned: list[str] = []
     real_spawn = async_session_module.greenlet_spawn
@@ -401,6 +398,15 @@ def test_sqlite_sessions_run_their_transactions_and_statements_without_a_greenle
         return await real_spawn(fn, *args, **kwargs)
 
     monkeypatch.setattr(async_session_module, "greenlet_spawn", counting_spawn)
+    return spawned
+
+
+def test_sqlite_sessions_run_their_transactions_and_statements_without_a_greenlet(tmp_path, monkeypatch):
+    """``Database.write``/``read`` on SQLite begin, commit, roll back and close the sync session
+    directly, and :class:`InlineSession` runs ``execute``/``scalar``/``scalars`` on it directly: no
+    greenlet is spawned, and the results are AsyncSession's (buffered rows, a rollback that undoes).
+    ``get`` and ``flush``: the next test."""
+    spawned = _count_greenlet_spawns(monkeypatch)
 
     async def scenario(db: Database) -> tuple:
         async with db.write() as session:
@@ -420,9 +426,11 @@ def test_sqlite_sessions_run_their_transactions_and_statements_without_a_greenle
     assert spawned == [], f"an SQLite session spawned greenlets: {spawned}"
 
 
-def test_inline_session_loads_and_flushes_orm_objects_like_async_session(migrated_url):
-    """The ORM through :class:`InlineSession` (SQLite) and AsyncSession (PostgreSQL) alike: an object
-    added and flushed, read back by ``get`` and ``scalars``, its change flushed and committed."""
+def test_inline_session_loads_and_flushes_orm_objects_like_async_session(migrated_url, monkeypatch):
+    """The ORM through :class:`InlineSession` (SQLite, no greenlet) and AsyncSession (PostgreSQL,
+    a greenlet a call) alike: an object added and flushed, read back by ``get`` and ``scalars``, its
+    change flushed and committed."""
+    spawned = _count_greenlet_spawns(monkeypatch)
 
     async def scenario(db: Database) -> tuple:
         thread = Thread(id="thread_inline", tenant="t1", created_at=1, tool_resources={}, metadata_={})
@@ -439,7 +447,11 @@ def test_inline_session_loads_and_flushes_orm_objects_like_async_session(migrate
 
     made, metadata, kind = _on(migrated_url, scenario)
     assert made and metadata == {"k": "v"}, "the flushed change was not read back"
-    assert kind == ("InlineSession" if migrated_url.startswith("sqlite") else "AsyncSession")
+    if migrated_url.startswith("sqlite"):
+        assert kind == "InlineSession" and spawned == [], f"an SQLite session spawned greenlets: {spawned}"
+    else:
+        assert kind == "AsyncSession" and {"flush", "get"} <= set(spawned), \
+            f"PostgreSQL's AsyncSession no longer goes through greenlet_spawn: {spawned}"
 
 
 def test_a_large_write_commits_in_a_worker_thread_while_the_loop_runs(tmp_path, monkeypatch):
