@@ -40,7 +40,8 @@ def start_run(http, thread_id: str, assistant_id: str, **body) -> dict:
 
 
 def open_message(http, thread_id: str, run_id: str):
-    """The run's assistant message once it exists, with some text streamed into it (None before)."""
+    """The run's assistant message once it exists (None before): a run without tools writes it as
+    its model request goes out, any other with its first text."""
     for m in messages(http, thread_id):
         if m["run_id"] == run_id:
             return m

@@ -324,3 +324,73 @@ def test_raw_stream_of_an_incomplete_run(client, http, fake_upstream):
     assert text_of(message) == "Too long"
     assert http.get(f"/v1/threads/{t.id}/runs/{run['id']}").json() == run
     assert http.get(f"/v1/threads/{t.id}/messages/{message['id']}").json() == message
+
+
+# --- a message opened while the model prepares its answer ------------------------------------------
+
+def _stream_in_background(server_url: str, path: str, body: dict) -> tuple[threading.Thread, list[str]]:
+    """Read a run's SSE stream in a thread: the event names, as they arrive."""
+    seen: list[str] = []
+
+    def read() -> None:
+        with make_http(server_url) as other, other.stream("POST", path, json=body) as response:
+            assert response.status_code == 200
+            for line in response.iter_lines():
+                if line.startswith("event:"):
+                    seen.append(line[6:].strip())
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    return reader, seen
+
+
+def test_a_run_without_tools_writes_its_message_before_the_model_answers(client, http, server, fake_upstream):
+    """A run without tools can only answer text: its message and step are written in the run's
+    first transaction, while the model prepares its answer, and announced with its first text —
+    the stream's events are those of any text run, in the same order."""
+    chunks = ["Early", " bird"]
+    tag = fake_upstream.script({"first_delay": 1.5, "chunks": chunks})
+    a = assistant(client)
+    t = thread(client, tag)
+    reader, seen = _stream_in_background(server.url, f"/v1/threads/{t.id}/runs", {"assistant_id": a.id, "stream": True})
+    try:
+        waiting = wait_for(lambda: [m for m in messages(http, t.id) if m["role"] == "assistant"],
+                           what="the run's message, written early")
+        (message,) = waiting
+        assert message["status"] == "in_progress" and message["content"] == []
+        steps = http.get(f"/v1/threads/{t.id}/runs/{message['run_id']}/steps").json()["data"]
+        assert [(s["type"], s["status"]) for s in steps] == [("message_creation", "in_progress")]
+        assert not fake_upstream.ends(tag)  # the model has not answered yet
+        assert seen == TEXT_EVENTS_HEAD[:3]  # its events wait for its text
+    finally:
+        reader.join(10)
+    assert seen == TEXT_EVENTS_HEAD + ["thread.message.delta"] * len(chunks) + TEXT_EVENTS_TAIL
+    final = http.get(f"/v1/threads/{t.id}/messages/{message['id']}").json()
+    assert final["status"] == "completed" and text_of(final) == "Early bird"
+
+
+def test_a_run_with_tools_opens_its_message_with_its_text(client, http, fake_upstream):
+    """A run with tools may answer with calls: no message is written before the model's text."""
+    tag = fake_upstream.script({"first_delay": 1.0, "text": "No call needed."})
+    a = assistant(client, tools=[WEATHER_TOOL])
+    t = thread(client, tag)
+    run = http.post(f"/v1/threads/{t.id}/runs", json={"assistant_id": a.id}).json()
+    wait_for(lambda: fake_upstream.requests(tag), what="the model request")
+    assert [m["role"] for m in messages(http, t.id)] == ["user"]
+    assert http.get(f"/v1/threads/{t.id}/runs/{run['id']}/steps").json()["data"] == []
+    wait_for(lambda: http.get(f"/v1/threads/{t.id}/runs/{run['id']}").json()["status"] == "completed",
+             what="the run's end")
+    assert text_of(messages(http, t.id)[-1]) == "No call needed."
+
+
+def test_an_answer_without_text_leaves_no_message(client, http, fake_upstream):
+    """The message written early is deleted, never announced, when the model says nothing."""
+    tag = fake_upstream.script({"chunks": []})
+    a = assistant(client)
+    t = thread(client, tag)
+    events = read_sse(http, "POST", f"/v1/threads/{t.id}/runs", json={"assistant_id": a.id, "stream": True})
+    assert names(events) == ["thread.run.created", "thread.run.queued", "thread.run.in_progress",
+                             "thread.run.completed", "done"]
+    run = data_of(events, "thread.run.completed")[0]
+    assert [m["role"] for m in messages(http, t.id)] == ["user"]
+    assert http.get(f"/v1/threads/{t.id}/runs/{run['id']}/steps").json()["data"] == []

@@ -10,6 +10,7 @@ from typing import Any
 
 from assistantd.db.models import Message, Run, RunStep
 from assistantd.runs import prompt as prompts
+from assistantd.runs.events import Event
 from assistantd.runs.turn import ToolCallDraft, TurnReader
 from assistantd.threads.schemas import TextDeltaJSON
 
@@ -33,6 +34,9 @@ class OpenMessage:
     message: Message
     step: RunStep  # its message_creation step
     text: list[str] = field(default_factory=list)
+    # Opened before the model's answer began (:meth:`RunExecutor.open_early`): the events that
+    # announce it, published with its first text; None once announced (or opened announced).
+    held: list[tuple[str, Event]] | None = None
     _delta: TextDeltaJSON | None = None
 
     def delta(self, value: str) -> str:

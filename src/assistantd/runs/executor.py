@@ -191,6 +191,8 @@ class RunExecutor:
         if isinstance(happening, TextDelta):
             if ctx.open_message is None:
                 await self._open_message(ctx)
+            elif ctx.open_message.held is not None:
+                self._announce(run_id, ctx.open_message)
             ctx.open_message.text.append(happening.value)
             if self.store.bus.watched(run_id):  # the per-token path: no model, one concatenation
                 self.store.bus.publish(run_id, Event("thread.message.delta", ctx.open_message.delta(happening.value)))
@@ -211,18 +213,40 @@ class RunExecutor:
 
     # --- messages and steps (persist, then emit) --------------------------------------------------
 
-    async def _open_message(self, ctx: RunContext) -> None:
+    def _new_message(self, ctx: RunContext) -> OpenMessage:
         run = ctx.run
         # Images the run's tools showed since its last message open this one.
         images, ctx.images = ctx.images, []
         message = new_message(run, [{"type": "image_file", "image_file": {"file_id": f}} for f in images])
         step = new_step(run, "message_creation", {"type": "message_creation",
                                                   "message_creation": {"message_id": message.id}})
+        return OpenMessage(message, step)
+
+    async def _open_message(self, ctx: RunContext) -> None:
+        opened = self._new_message(ctx)
         async with self.store.writing() as writes:
-            await writes.insert(message, step)
-            writes.emit_step(run, ("thread.run.step.created", "thread.run.step.in_progress"), step)
-            writes.emit_message(run.id, ("thread.message.created", "thread.message.in_progress"), message)
-        ctx.open_message = OpenMessage(message, step)
+            await writes.insert(opened.message, opened.step)
+            writes.emit_opening(ctx.run, opened.step, opened.message)
+        ctx.open_message = opened
+
+    async def open_early(self, writes: Writes, ctx: RunContext) -> None:
+        """Write the first turn's message and its step in ``writes`` (the claiming transaction),
+        while the model prepares its answer, when that answer can only be text (the run has no
+        tools): the run's first text then goes out without a transaction of its own. Their events
+        are held until that text comes (:meth:`_announce`); an answer with no text deletes them
+        unannounced (:meth:`_end_message`), as if never opened."""
+        if ctx.run.tools or ctx.open_message is not None or ctx.images:
+            return
+        opened = self._new_message(ctx)
+        await writes.insert(opened.message, opened.step)
+        opened.held = writes.held_opening(ctx.run, opened.step, opened.message)
+        ctx.open_message = opened
+
+    def _announce(self, run_id: str, opened: OpenMessage) -> None:
+        """Publish the held events of a message opened early (its rows are committed)."""
+        held, opened.held = opened.held, None
+        for watched_id, event in held or ():
+            self.store.bus.publish(watched_id, event)
 
     async def _open_tool_step(self, ctx: RunContext, turn: Turn) -> None:
         step = turn.tool_step = new_step(ctx.run, "tool_calls", {"type": "tool_calls", "tool_calls": []})
@@ -240,6 +264,11 @@ class RunExecutor:
         opened, ctx.open_message = ctx.open_message, None
         message, step, text = opened.message, opened.step, "".join(opened.text)
         content = [part for part in message.content if part.get("type") == "image_file"]
+        if opened.held is not None:  # opened early, never announced
+            if not text and not content:
+                await writes.delete_opened(message, step)
+                return
+            self._announce(ctx.run.id, opened)
         if text:
             sources = await writes.citation_sources(ctx.run) if "【" in text else {}
             content.append({"type": "text", "text": {"value": text,

@@ -14,7 +14,7 @@ import contextlib
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from assistantd import ids
@@ -64,6 +64,21 @@ class Writes:
     def emit_message(self, run_id: str, names: str | tuple[str, ...], message: Message) -> None:
         if self.bus.watched(run_id):
             self.emit(run_id, names, MessageObject.from_row(message))
+
+    def emit_opening(self, run: Run, step: RunStep, message: Message) -> None:
+        """The four events that open a message and its ``message_creation`` step."""
+        self.emit_step(run, ("thread.run.step.created", "thread.run.step.in_progress"), step)
+        self.emit_message(run.id, ("thread.message.created", "thread.message.in_progress"), message)
+
+    def held_opening(self, run: Run, step: RunStep, message: Message) -> list[tuple[str, Event]]:
+        """:meth:`emit_opening`'s events, built now but kept out of this transaction's: the caller
+        publishes them later (they announce rows this transaction writes, so only once it has
+        committed), or never."""
+        start = len(self._events)
+        self.emit_opening(run, step, message)
+        held = self._events[start:]
+        del self._events[start:]
+        return held
 
     def publish(self) -> None:
         for run_id, event in self._events:
@@ -155,6 +170,11 @@ class Writes:
 
     async def insert(self, *rows: Run | Message | RunStep) -> None:
         await insert_objects(self.session, *rows)
+
+    async def delete_opened(self, message: Message, step: RunStep) -> None:
+        """Delete a message and its step that no event announced (opened early, never written to)."""
+        await self.session.execute(delete(Message).where(Message.id == message.id, Message.tenant == message.tenant))
+        await self.session.execute(delete(RunStep).where(RunStep.id == step.id, RunStep.tenant == step.tenant))
 
     async def save(self, row: Any, *attributes: str) -> None:
         await update_object(self.session, row, *attributes)

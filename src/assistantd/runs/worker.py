@@ -153,6 +153,7 @@ class RunWorker:
             ctx.prompt = await self.executor.prompt_or_none(writes.session, ctx)
             if self.executor.send_early(ctx):
                 await asyncio.sleep(0)  # one turn of the loop: the request goes out before the commit
+                await self.executor.open_early(writes, ctx)  # (written while the model prepares its answer)
         except BaseException:
             self.release_claimed(run)
             raise
