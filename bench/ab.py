@@ -5,11 +5,15 @@ than the change being measured (other work, frequency, caches). Here both versio
 once against one fake upstream, and batches of runs alternate between them (A B, B A, …), so both
 see the same background; the figure is the ratio per batch, and its median.
 
-    python bench/ab.py OLD_CHECKOUT NEW_CHECKOUT [--mode stream|poll] [--batches 16]
+    python bench/ab.py OLD_CHECKOUT NEW_CHECKOUT [--mode stream|poll|idle] [--batches 16]
 
 Each checkout is a folder with ``src/assistantd`` (e.g. ``git worktree add /tmp/old <rev>``).
 ``stream``: 40 streamed runs a batch, one at a time; ``poll``: 200 non-streamed runs a batch at
 concurrency 10, polled. CPU is read from /proc with the clock tick's resolution (10 ms).
+``idle``: not CPU but time, bench/load.py's idle figure: 10 streamed runs a batch, one at a time, each
+after one straight to the model (first chunk after 100 ms; ``--instant``: at once); the figure is the
+added time to the first ``thread.message.delta`` (through minus straight), its median per batch, and
+the difference new − old per batch.
 """
 
 from __future__ import annotations
@@ -32,7 +36,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("old", type=Path)
     parser.add_argument("new", type=Path)
-    parser.add_argument("--mode", choices=("stream", "poll"), default="stream")
+    parser.add_argument("--mode", choices=("stream", "poll", "idle"), default="stream")
+    parser.add_argument("--instant", action="store_true", help="idle: the model answers at once")
     parser.add_argument("--batches", type=int, default=16)
     args = parser.parse_args()
 
@@ -45,6 +50,8 @@ def main() -> None:
             servers[name] = ServerProcess(
                 Path(tempfile.mkdtemp(prefix=f"assistantd-ab-{name}-")), None, ASSISTANTD_UPSTREAM_BASE_URL=upstream,
                 ASSISTANTD_LOG_LEVEL="warning", ASSISTANTD_SANDBOX_WARM_POOL="0", PYTHONPATH=str(root / "src")).start()
+        if args.mode == "idle":
+            return idle(servers, fake.pid, upstream, args.batches, "pace-0-0-20" if args.instant else "pace-100-5-20")
         for batch in range(args.batches):
             for name in (list(versions) if batch % 2 == 0 else list(reversed(versions))):
                 server = servers[name]
@@ -67,6 +74,41 @@ def main() -> None:
         for server in servers.values():
             server.stop()
         fake.terminate()
+
+
+def idle(servers: dict[str, ServerProcess], fake_pid: int, upstream: str, batches: int, tag: str) -> None:
+    """``--mode idle``: the added time to the first delta of each version, batches alternated."""
+    import load
+
+    per: dict[str, list[float]] = {name: [] for name in servers}
+
+    async def run() -> None:
+        benches = {name: load.Bench(server, fake_pid, upstream) for name, server in servers.items()}
+        threads = {}
+        for name, bench in benches.items():
+            await bench.setup()
+            threads[name] = await bench.threads(10 * batches + 3, tag)
+            for t in threads[name][-3:]:  # warm both paths
+                await bench.through(t)
+                await bench.direct(tag)
+        for batch in range(batches):
+            for name in (list(servers) if batch % 2 == 0 else list(reversed(servers))):
+                bench, added = benches[name], []
+                for t in threads[name][batch * 10:(batch + 1) * 10]:
+                    direct = await bench.direct(tag)
+                    through = await bench.through(t)
+                    if not (direct.ok and through.ok):
+                        raise RuntimeError(f"{name}: a stream failed ({direct.error or through.error})")
+                    added.append((through.ttft - direct.ttft) * 1000)
+                per[name].append(statistics.median(added))
+
+    asyncio.run(run())
+    for name, values in per.items():
+        print(f"{name}: added time to the first delta ({tag}), median of batch medians "
+              f"{statistics.median(values):.2f} ms (min {min(values):.2f}, max {max(values):.2f})")
+    differences = [new - old for old, new in zip(per["old"], per["new"])]
+    print(f"new - old per batch: median {statistics.median(differences):+.2f} ms "
+          f"(from {min(differences):+.2f} to {max(differences):+.2f}, {len(differences)} batches)")
 
 
 if __name__ == "__main__":
