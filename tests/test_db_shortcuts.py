@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import pytest
-from sqlalchemy import create_engine, event, inspect, literal, select, text, update
+from sqlalchemy import bindparam, create_engine, event, inspect, literal, select, text, update
 from sqlalchemy.exc import AwaitRequired, InvalidRequestError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
@@ -30,7 +30,8 @@ from assistantd.db import (Database, inline_sync_engine, insert_objects, mark_lo
 import assistantd.db.engine as engine_module
 import assistantd.db.rows as rows_module
 from assistantd.db.engine import _InlineConnection, _InlineCursor
-from assistantd.db.models import Thread
+from assistantd.db.models import Assistant, Thread
+from assistantd.db.rows import columns_of, load_detached
 
 T = TypeVar("T")
 
@@ -233,6 +234,46 @@ def test_row_writes_go_straight_to_sqlite3_unless_the_session_has_pending_change
                                           .order_by(Thread.seq))).all()
         assert rows == [("thread_1", {"n": 1}, 3), ("thread_2", {}, 2), ("thread_3", {}, 3)]
         assert later.seq > pending.seq
+
+    _on(migrated_url, scenario)
+
+
+def test_load_detached_reads_what_the_orm_reads_into_objects_the_session_does_not_hold(migrated_url):
+    """rows.load_detached (the run path's reads): every column converted as the ORM converts it
+    (JSON, floats, None), the extra columns after the object's, and objects that are detached —
+    changing one writes nothing. On SQLite the read goes straight to sqlite3."""
+    sqlite = migrated_url.startswith("sqlite")
+
+    async def scenario(db: Database) -> None:
+        given = {"name": None, "description": "d", "model": "m", "instructions": None,
+                 "tools": [{"type": "function", "function": {"name": "f"}}], "tool_resources": {"a": [1, 2.5]},
+                 "metadata_": {"k": "v"}, "temperature": 0.25, "top_p": None, "response_format": "auto",
+                 "reasoning_effort": None}
+        async with db.write() as session:
+            await insert_objects(session, Assistant(id="asst_1", tenant="t", created_at=7, **given),
+                                 Assistant(id="asst_2", tenant="t", created_at=8, **{**given, "response_format": None}))
+        statement = (select(*columns_of(Assistant), literal(41) + 1)
+                     .where(Assistant.tenant == bindparam("tenant")).order_by(Assistant.seq))
+        async with db.read() as session:
+            orm = (await session.scalars(select(Assistant).order_by(Assistant.seq))).all()
+            expected = [{a: getattr(o, a) for a in inspect(Assistant).column_attrs.keys()} for o in orm]
+        with _statements(db) as sent:
+            async with db.write() as session:
+                loaded = await load_detached(session, Assistant, statement, {"tenant": "t"})
+                assert len(session.identity_map) == 0, "load_detached put its objects in the session"
+                assert [extra for _, extra in loaded] == [42, 42]
+                assert [{a: getattr(o, a) for a in expected[0]} for o, _ in loaded] == expected
+                loaded[0][0].metadata_ = {"changed": True}
+        assert all(inspect(o).detached and not inspect(o).expired_attributes for o, _ in loaded)
+        # (on SQLite the SELECT itself went straight to sqlite3, past SQLAlchemy's statement events)
+        assert _kinds(sent) == ([] if sqlite else ["SELECT"]), f"changing a loaded object wrote something: {sent}"
+        async with db.read() as session:
+            assert await session.scalar(select(Assistant.metadata_).where(Assistant.id == "asst_1")) == {"k": "v"}
+        if sqlite:
+            with pytest.raises(ValueError, match="expanding IN"):
+                async with db.read() as session:
+                    await load_detached(session, Assistant, select(*columns_of(Assistant))
+                                        .where(Assistant.id.in_(["asst_1"])), {})
 
     _on(migrated_url, scenario)
 

@@ -18,6 +18,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from assistantd.db.models import File, Message, Run, RunStep
+from assistantd.db.rows import columns_of, load_detached
 from assistantd.files.storage import FileStore
 from assistantd.runs import tokens
 from assistantd.tools.presentation import upstream_tool_choice, upstream_tools
@@ -59,8 +60,8 @@ _FILE = select(File).where(File.id == bindparam("file_id"), File.tenant == bindp
 _RUN_STEPS = (select(RunStep).where(RunStep.run_id == bindparam("run_id"), RunStep.tenant == bindparam("tenant"))
               .order_by(RunStep.seq))
 _MESSAGES_IN = select(Message).where(Message.id.in_(bindparam("ids", expanding=True)), Message.tenant == bindparam("tenant"))
-_HISTORY = (select(Message).where(Message.thread_id == bindparam("thread_id"), Message.tenant == bindparam("tenant"),
-                                  Message.seq <= bindparam("seq"))
+_HISTORY = (select(*columns_of(Message)).where(Message.thread_id == bindparam("thread_id"),
+                                               Message.tenant == bindparam("tenant"), Message.seq <= bindparam("seq"))
             .order_by(Message.seq))
 
 
@@ -149,8 +150,8 @@ async def build(session: AsyncSession, files: FileStore, run: Run, upstream_mode
     fixed = tokens.count(run.instructions) + tokens.MESSAGE_OVERHEAD + sum(
         tokens.count(m.get("content") or json.dumps(m.get("tool_calls"))) + tokens.MESSAGE_OVERHEAD for m in in_run
     )
-    history_rows = (await session.scalars(_HISTORY, {"thread_id": run.thread_id, "tenant": run.tenant,
-                                                      "seq": run.history_seq})).all()
+    history_rows = [row for row, in await load_detached(
+        session, Message, _HISTORY, {"thread_id": run.thread_id, "tenant": run.tenant, "seq": run.history_seq})]
     strategy = run.truncation_strategy or {"type": "auto"}
     if strategy.get("type") == "last_messages" and strategy.get("last_messages"):
         history_rows = history_rows[-int(strategy["last_messages"]):]

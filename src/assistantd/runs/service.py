@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import bindparam, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from assistantd import ids
@@ -18,6 +18,7 @@ from assistantd.api.pagination import PageParams, paginate
 from assistantd.api.types import dump_response_format, dump_tools
 from assistantd.assistants import service as assistants
 from assistantd.db.models import Message, Run, RunStep, Thread
+from assistantd.db.rows import columns_of, load_detached
 from assistantd.runs import states
 from assistantd.runs.schemas import (
     CreateRunRequest,
@@ -48,8 +49,12 @@ async def get(session: AsyncSession, tenant: str, thread_id: str, run_id: str) -
 
 # On SQLite, where writers take turns, the thread, its active run and its last message are read
 # in one statement (run creation's three reads otherwise).
-_THREAD_FOR_RUN = select(Thread, _ACTIVE_RUN.scalar_subquery(), _LAST_MESSAGE_SEQ.scalar_subquery()).where(
-    Thread.id == bindparam("thread_id"), Thread.tenant == bindparam("tenant"))
+# (the active statuses as OR-ed equalities: load_detached takes no expanding IN)
+_ANY_ACTIVE_RUN = select(Run.id).where(Run.thread_id == bindparam("thread_id"),
+                                       or_(*(Run.status == status for status in states.ACTIVE))).limit(1)
+_THREAD_FOR_RUN = select(*columns_of(Thread), _ANY_ACTIVE_RUN.scalar_subquery(),
+                         _LAST_MESSAGE_SEQ.scalar_subquery()).where(Thread.id == bindparam("thread_id"),
+                                                                    Thread.tenant == bindparam("tenant"))
 
 
 async def require_no_active_run(session: AsyncSession, thread_id: str, action: str) -> None:
@@ -67,12 +72,12 @@ def _refuse_active(active: str | None, thread_id: str, action: str) -> None:
 
 async def thread_for_run(session: AsyncSession, tenant: str, thread_id: str) -> tuple[Thread, int]:
     """The thread a run is about to be created on (refused while another run on it is active),
-    and the seq of its last message."""
+    and the seq of its last message. On SQLite the thread is detached (read only)."""
     if session.get_bind().dialect.name == "sqlite":
-        row = (await session.execute(_THREAD_FOR_RUN, {"thread_id": thread_id, "tenant": tenant})).first()
-        if row is None:
+        rows = await load_detached(session, Thread, _THREAD_FOR_RUN, {"thread_id": thread_id, "tenant": tenant})
+        if not rows:
             raise not_found("thread", thread_id)
-        thread, active, last_seq = row
+        thread, active, last_seq = rows[0]
         _refuse_active(active, thread_id, "create runs on")
         return thread, last_seq
     # PostgreSQL: the lock must come first, so that the reads after it see a racing creation.
@@ -102,7 +107,7 @@ async def create(writes: Writes, tenant: str, thread: Thread, last_seq: int,
     """Queue a run on ``thread`` (from :func:`thread_for_run`, or just made, whose last message
     is ``last_seq``)."""
     session = writes.session
-    assistant = await assistants.get(session, tenant, body.assistant_id)
+    assistant = await assistants.get.detached(session, tenant, body.assistant_id)
     given = body.model_fields_set
     tools = dump_tools(body.tools) if body.tools is not None else assistant.tools
     _check_tool_choice(body.tool_choice, tools)
