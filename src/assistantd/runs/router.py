@@ -53,7 +53,14 @@ class _Writing:
     def __init__(self, request: Request, stream: bool | None) -> None:
         self.request, self.stream = request, stream
         self.subscription: Subscription | None = None
+        self.claiming: Run | None = None  # its first model request sent, before its insert
         self.claimed: Run | None = None
+
+    async def send_first(self, writes: Writes, run: Run) -> None:
+        """The run is known but not yet written: its first model request goes out now, when this
+        process will claim it (:meth:`RunWorker.send_first`)."""
+        await self.request.app.state.worker.send_first(writes, run)
+        self.claiming = run
 
     async def queued(self, writes: Writes, run: Run) -> RunObject:
         """The run is written ``queued``: subscribe its stream *before* the commit makes it
@@ -77,8 +84,8 @@ def _writing(request: Request, scope: Scope, stream: bool | None) -> _Writing:
     def failed() -> None:
         if writing.subscription is not None:
             writing.subscription.close()
-        if writing.claimed is not None:
-            executor.release_claimed(writing.claimed)
+        if (writing.claimed or writing.claiming) is not None:
+            executor.release_claimed(writing.claimed or writing.claiming)
 
     def committed() -> None:
         if writing.claimed is not None:
@@ -111,7 +118,8 @@ async def create_run(body: CreateRunRequest, request: Request, search_content: S
     writing = _writing(request, scope, body.stream)
     thread, last_seq = target
     run = await service.create(writes, scope.tenant, thread, last_seq, body,
-                               request.app.state.settings.run_expiry_seconds, search_content)
+                               request.app.state.settings.run_expiry_seconds, search_content,
+                               before_insert=lambda run: writing.send_first(writes, run))
     run_obj = await writing.queued(writes, run)
     if writing.subscription is None:
         return run_obj.response()
@@ -124,7 +132,8 @@ async def create_thread_and_run(body: CreateThreadAndRunRequest, request: Reques
                                 writes: RunWrites):
     writing = _writing(request, scope, body.stream)
     thread, run = await service.create_thread_and_run(
-        writes, scope.tenant, body, request.app.state.settings.run_expiry_seconds)
+        writes, scope.tenant, body, request.app.state.settings.run_expiry_seconds,
+        before_insert=lambda run: writing.send_first(writes, run))
     run_obj = await writing.queued(writes, run)
     if writing.subscription is None:
         return run_obj.response()

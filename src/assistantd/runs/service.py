@@ -6,6 +6,7 @@ Everything here happens inside the request's transaction. The executor
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy import bindparam, func, or_, select
@@ -103,9 +104,11 @@ def _check_tool_choice(choice: Any, tools: list[dict[str, Any]]) -> None:
 
 async def create(writes: Writes, tenant: str, thread: Thread, last_seq: int,
                  body: CreateRunRequest | CreateThreadAndRunRequest, expiry_seconds: int,
-                 include_search_content: bool = False) -> Run:
+                 include_search_content: bool = False,
+                 before_insert: Callable[[Run], Awaitable[None]] | None = None) -> Run:
     """Queue a run on ``thread`` (from :func:`thread_for_run`, or just made, whose last message
-    is ``last_seq``)."""
+    is ``last_seq``). ``before_insert(run)``: what to do once the run is known, before its row
+    is written (send its first model request)."""
     session = writes.session
     assistant = await assistants.get.detached(session, tenant, body.assistant_id)
     given = body.model_fields_set
@@ -158,12 +161,15 @@ async def create(writes: Writes, tenant: str, thread: Thread, last_seq: int,
         lease_until=None,
         include_search_content=include_search_content,
     )
+    if before_insert is not None:
+        await before_insert(run)
     await writes.insert(run)
     return run
 
 
 async def create_thread_and_run(writes: Writes, tenant: str, body: CreateThreadAndRunRequest,
-                                expiry_seconds: int) -> tuple[Thread, Run]:
+                                expiry_seconds: int,
+                                before_insert: Callable[[Run], Awaitable[None]] | None = None) -> tuple[Thread, Run]:
     from assistantd.threads.schemas import CreateThreadRequest
 
     thread_body = body.thread or CreateThreadRequest()
@@ -171,7 +177,7 @@ async def create_thread_and_run(writes: Writes, tenant: str, body: CreateThreadA
         thread_body = thread_body.model_copy(update={"tool_resources": body.tool_resources})
     thread = await threads.create(writes.session, tenant, thread_body)
     last_seq = await writes.session.scalar(_LAST_MESSAGE_SEQ, {"thread_id": thread.id})
-    return thread, await create(writes, tenant, thread, last_seq, body, expiry_seconds)
+    return thread, await create(writes, tenant, thread, last_seq, body, expiry_seconds, before_insert=before_insert)
 
 
 async def list_page(session: AsyncSession, thread: Thread, page: PageParams):

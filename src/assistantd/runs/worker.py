@@ -131,34 +131,56 @@ class RunWorker:
         if self._room() == 1:  # it was full: runs may be waiting in the queue
             self._wake.set()
 
+    async def send_first(self, writes: Writes, run: Run) -> None:
+        """Send the first model request of a run about to be inserted (``queued``) in ``writes``'
+        transaction, when this process has room to claim it there (:meth:`claim_created`): its
+        prompt is known, so the model's wait overlaps the run's insert, claim and commit. The
+        caller then calls :meth:`claim_created`, or :meth:`release_claimed` if the transaction
+        fails."""
+        if self._stopping or self._room() <= 0:
+            return
+        ctx = self._claimed[run.id] = RunContext(run)
+        try:
+            await self._send(writes, ctx)
+        except BaseException:
+            self.release_claimed(run)
+            raise
+
+    async def _send(self, writes: Writes, ctx: RunContext) -> None:
+        ctx.prompt = await self.executor.prompt_or_none(writes.session, ctx)
+        if self.executor.send_early(ctx):
+            # Two turns of the loop, so that the request is on the wire before the commit: in
+            # the first the request task builds it, and aiohttp writes its body in a task of
+            # its own (on Python 3.11; 3.12+ starts that task eagerly), which runs in the
+            # second. With one turn the request left after the response had started, ~1.1 ms
+            # later (traced with aiohttp's on_request_chunk_sent).
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+
     async def claim_created(self, writes: Writes, run: Run) -> bool:
         """Claim a run in the transaction that queued it, when this process has room for it.
 
         The claim is the queue's, written in the request's transaction, and the run's first
         prompt is read there too: the run costs two transactions fewer and starts without waiting
-        for the claim loop; its first model request is sent at once, before the commit. The
-        caller must then call :meth:`start_claimed` after its commit, or :meth:`release_claimed`
-        if the transaction fails. Without room the run stays queued for
-        whichever process claims it.
+        for the claim loop; its first model request is sent at once, before the commit (before
+        the run's insert, when :meth:`send_first` sent it). The caller must then call
+        :meth:`start_claimed` after its commit, or :meth:`release_claimed` if the transaction
+        fails. Without room the run stays queued for whichever process claims it.
         """
-        if self._stopping or self._room() <= 0:
-            return False
-        ctx = self._claimed[run.id] = RunContext(run)
+        ctx = self._claimed.get(run.id)
+        if ctx is None:
+            if self._stopping or self._room() <= 0:
+                return False
+            ctx = self._claimed[run.id] = RunContext(run)
         try:
             if not await self.queue.claim_run(writes, run):
-                del self._claimed[run.id]
+                self._claimed.pop(run.id).drop_answer()  # (it stays queued, its streams subscribed)
                 return False
             # Queued and claimed in this transaction: its streams (if any) subscribed here.
             self.store.bus.only_here(run.id)
-            ctx.prompt = await self.executor.prompt_or_none(writes.session, ctx)
-            if self.executor.send_early(ctx):
-                # Two turns of the loop, so that the request is on the wire before the commit: in
-                # the first the request task builds it, and aiohttp writes its body in a task of
-                # its own (on Python 3.11; 3.12+ starts that task eagerly), which runs in the
-                # second. With one turn the request left after the response had started, ~1.1 ms
-                # later (traced with aiohttp's on_request_chunk_sent).
-                await asyncio.sleep(0)
-                await asyncio.sleep(0)
+            if ctx.answer is None:
+                await self._send(writes, ctx)
+            if ctx.answer is not None:
                 await self.executor.open_early(writes, ctx)  # (written while the model prepares its answer)
         except BaseException:
             self.release_claimed(run)
