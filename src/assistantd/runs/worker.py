@@ -178,7 +178,7 @@ class RunWorker:
                 return False
             # Queued and claimed in this transaction: its streams (if any) subscribed here.
             self.store.bus.only_here(run.id)
-            if ctx.answer is None:
+            if ctx.prompt is None:  # (not sent by send_first)
                 await self._send(writes, ctx)
             if ctx.answer is not None:
                 await self.executor.open_early(writes, ctx)  # (written while the model prepares its answer)
