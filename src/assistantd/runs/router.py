@@ -10,12 +10,11 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from assistantd.api.body import JSONRoute
 from assistantd.api.dependencies import RequestScope, Scope
-from assistantd.api.errors import invalid
 from assistantd.api.pagination import Page, listed
 from assistantd.api.sse import QueueStream
 from assistantd.db.models import Run
 from assistantd.runs import service
-from assistantd.runs.dependencies import RunWrites, TenantRun, TenantStep, ThreadForRun
+from assistantd.runs.dependencies import SEARCH_CONTENT, RunStart, RunWrites, TenantRun, TenantStep, search_content_of
 from assistantd.runs.events import DONE_FRAME, Event, Subscription
 from assistantd.runs.schemas import (
     CreateRunRequest,
@@ -30,8 +29,6 @@ from assistantd.runs.store import Writes
 from assistantd.threads.schemas import ThreadObject
 
 router = APIRouter(tags=["runs"], route_class=JSONRoute)
-
-SEARCH_CONTENT = "step_details.tool_calls[*].file_search.results[*].content"
 
 
 def _stream(subscription: Subscription, opening: list[Event]) -> QueueStream:
@@ -102,23 +99,23 @@ async def include_param(include: list[str] | None = Query(None, alias="include[]
     """``include[]``: whether file search results carry their content (the only value allowed).
     ``async``: FastAPI runs a plain ``def`` dependency in its thread pool, a thread hop on every
     run created (measured: upstream connections stopped being reused at 50 concurrent runs)."""
-    for i, item in enumerate(include or []):
-        if item != SEARCH_CONTENT:
-            raise invalid(f"Invalid value: '{item[:200]}'. Supported values are: '{SEARCH_CONTENT}'.",
-                          param=f"include[{i}]", code="invalid_value")
-    return bool(include)
+    return search_content_of(include)
 
 
 SearchContent = Annotated[bool, Depends(include_param)]
 
 
-@router.post("/threads/{thread_id}/runs")
-async def create_run(body: CreateRunRequest, request: Request, search_content: SearchContent,
-                     target: ThreadForRun, scope: RequestScope, writes: RunWrites):
+# ``include[]`` is read and checked by ``RunStart``; described here for the route's schema only.
+_INCLUDE_PARAM = {"parameters": [{"name": "include[]", "in": "query", "required": False,
+                                  "schema": {"type": "array", "items": {"type": "string", "enum": [SEARCH_CONTENT]}}}]}
+
+
+@router.post("/threads/{thread_id}/runs", openapi_extra=_INCLUDE_PARAM)
+async def create_run(body: CreateRunRequest, request: Request, start: RunStart):
+    scope, writes = start.scope, start.writes
     writing = _writing(request, scope, body.stream)
-    thread, last_seq = target
-    run = await service.create(writes, scope.tenant, thread, last_seq, body,
-                               request.app.state.settings.run_expiry_seconds, search_content,
+    run = await service.create(writes, scope.tenant, start.thread, start.last_seq, body,
+                               request.app.state.settings.run_expiry_seconds, start.search_content,
                                before_insert=lambda run: writing.send_first(writes, run))
     run_obj = await writing.queued(writes, run)
     if writing.subscription is None:
