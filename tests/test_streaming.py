@@ -360,6 +360,7 @@ def test_a_run_without_tools_writes_its_message_before_the_model_answers(client,
         assert message["status"] == "in_progress" and message["content"] == []
         steps = http.get(f"/v1/threads/{t.id}/runs/{message['run_id']}/steps").json()["data"]
         assert [(s["type"], s["status"]) for s in steps] == [("message_creation", "in_progress")]
+        wait_for(lambda: len(seen) >= 3, what="the stream's first events")
         assert not fake_upstream.ends(tag)  # the model has not answered yet
         assert seen == TEXT_EVENTS_HEAD[:3]  # its events wait for its text
     finally:

@@ -56,8 +56,8 @@ class _Writing:
     async def send_first(self, writes: Writes, run: Run) -> None:
         """The run is known but not yet written: its first model request goes out now, when this
         process will claim it (:meth:`RunWorker.send_first`)."""
-        await self.request.app.state.worker.send_first(writes, run)
-        self.claiming = run
+        if await self.request.app.state.worker.send_first(writes, run):
+            self.claiming = run
 
     async def queued(self, writes: Writes, run: Run) -> RunObject:
         """The run is written ``queued``: subscribe its stream *before* the commit makes it

@@ -131,20 +131,21 @@ class RunWorker:
         if self._room() == 1:  # it was full: runs may be waiting in the queue
             self._wake.set()
 
-    async def send_first(self, writes: Writes, run: Run) -> None:
+    async def send_first(self, writes: Writes, run: Run) -> bool:
         """Send the first model request of a run about to be inserted (``queued``) in ``writes``'
         transaction, when this process has room to claim it there (:meth:`claim_created`): its
-        prompt is known, so the model's wait overlaps the run's insert, claim and commit. The
-        caller then calls :meth:`claim_created`, or :meth:`release_claimed` if the transaction
-        fails."""
+        prompt is known, so the model's wait overlaps the run's insert, claim and commit. Returns
+        whether the run is held for that claim: the caller then calls :meth:`claim_created`, or
+        :meth:`release_claimed` if the transaction fails."""
         if self._stopping or self._room() <= 0:
-            return
+            return False
         ctx = self._claimed[run.id] = RunContext(run)
         try:
             await self._send(writes, ctx)
         except BaseException:
             self.release_claimed(run)
             raise
+        return True
 
     async def _send(self, writes: Writes, ctx: RunContext) -> None:
         ctx.prompt = await self.executor.prompt_or_none(writes.session, ctx)
