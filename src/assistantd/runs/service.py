@@ -37,8 +37,10 @@ _RUN = select(Run).where(Run.id == bindparam("run_id"), Run.thread_id == bindpar
 _STEP = select(RunStep).where(RunStep.id == bindparam("step_id"), RunStep.run_id == bindparam("run_id"),
                               RunStep.thread_id == bindparam("thread_id"), RunStep.tenant == bindparam("tenant"))
 _LOCK_THREAD = select(Thread.id).where(Thread.id == bindparam("thread_id")).with_for_update()
+# (the active statuses as OR-ed equalities, not an IN: _THREAD_FOR_RUN reads it through load_detached,
+# which takes no expanding IN)
 _ACTIVE_RUN = select(Run.id).where(Run.thread_id == bindparam("thread_id"),
-                                   Run.status.in_(states.ACTIVE)).limit(1)
+                                   or_(*(Run.status == status for status in states.ACTIVE))).limit(1)
 _LAST_MESSAGE_SEQ = select(func.coalesce(func.max(Message.seq), 0)).where(Message.thread_id == bindparam("thread_id"))
 
 
@@ -50,10 +52,7 @@ async def get(session: AsyncSession, tenant: str, thread_id: str, run_id: str) -
 
 # On SQLite, where writers take turns, the thread, its active run and its last message are read
 # in one statement (run creation's three reads otherwise).
-# (the active statuses as OR-ed equalities: load_detached takes no expanding IN)
-_ANY_ACTIVE_RUN = select(Run.id).where(Run.thread_id == bindparam("thread_id"),
-                                       or_(*(Run.status == status for status in states.ACTIVE))).limit(1)
-_THREAD_FOR_RUN = select(*columns_of(Thread), _ANY_ACTIVE_RUN.scalar_subquery(),
+_THREAD_FOR_RUN = select(*columns_of(Thread), _ACTIVE_RUN.scalar_subquery(),
                          _LAST_MESSAGE_SEQ.scalar_subquery()).where(Thread.id == bindparam("thread_id"),
                                                                     Thread.tenant == bindparam("tenant"))
 
