@@ -5,6 +5,8 @@ embeddings modes."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from tests.conftest import make_client
@@ -274,3 +276,66 @@ def test_search_sees_files_added_and_removed_after_it_ran(client):
     client.vector_stores.files.delete(cat_id, vector_store_id=store.id)
     after = client.vector_stores.search(store.id, query="What did the kitty do?", max_num_results=5)
     assert all(r.file_id != cat_id for r in after.data)
+
+
+def _attach(client, text: str, *, name: str = "manual.txt"):
+    """A thread whose first message attaches a file holding ``text`` (so: a thread vector store)."""
+    doc = client.files.create(file=(name, text.encode()), purpose="assistants")
+    thread = client.beta.threads.create(messages=[{
+        "role": "user", "content": "How much power does the flux capacitor need?",
+        "attachments": [{"file_id": doc.id, "tools": [FILE_SEARCH]}]}])
+    [store_id] = thread.tool_resources.file_search.vector_store_ids
+    return doc, thread, store_id
+
+
+def _searched(client, thread, run):
+    [step] = [s for s in client.beta.threads.runs.steps.list(run_id=run.id, thread_id=thread.id).data
+              if s.type == "tool_calls"]
+    return step.step_details.tool_calls[0].file_search.results
+
+
+def test_a_run_waits_for_its_threads_store_not_the_assistants(spawn):
+    """Issue 15, item 3: files a message attached a moment ago are still being ingested; the run
+    searches them once they are (OpenAI's 60 s wait), while the assistant's own stores are not
+    waited for."""
+    server = spawn("ready-stores", ASSISTANTD_EMBEDDINGS="upstream:fake-embedding")
+    client = make_client(server.base_url)
+    doc, thread, store_id = _attach(client, "The flux capacitor needs 1.21 gigawatts. [[slow-embed:1500]]")
+    assert client.vector_stores.files.retrieve(doc.id, vector_store_id=store_id).status == "in_progress"
+    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant(
+        client, tools=[FILE_SEARCH]).id, poll_interval_ms=POLL_MS, timeout=60)
+    assert run.status == "completed", run.last_error
+    assert [r.file_id for r in _searched(client, thread, run)] == [doc.id]
+    message = client.beta.threads.messages.list(thread_id=thread.id, run_id=run.id).data[0]
+    assert "gigawatts" in message.content[0].text.value
+
+    # The assistant's store: searched as it is, ingesting or not.
+    slow = client.files.create(file=("slow.txt", b"Flux capacitor power: 1.21 gigawatts. [[slow-embed:6000]]"),
+                               purpose="assistants")
+    own = client.vector_stores.create(name="assistant's", file_ids=[slow.id])
+    bot = assistant(client, tools=[FILE_SEARCH], tool_resources={"file_search": {"vector_store_ids": [own.id]}})
+    bare = client.beta.threads.create(messages=[{"role": "user", "content": "How much power does it need?"}])
+    run = client.beta.threads.runs.create_and_poll(thread_id=bare.id, assistant_id=bot.id,
+                                                   poll_interval_ms=POLL_MS, timeout=60)
+    assert run.status == "completed", run.last_error
+    assert client.vector_stores.files.retrieve(slow.id, vector_store_id=own.id).status == "in_progress"
+    assert _searched(client, bare, run) == []
+    client.close()
+
+
+def test_a_run_waits_for_its_threads_store_only_so_long(spawn):
+    """Past ASSISTANTD_FILE_SEARCH_READY_SECONDS from the run's creation, the search goes on with
+    what is ready."""
+    server = spawn("ready-stores-limit", ASSISTANTD_EMBEDDINGS="upstream:fake-embedding",
+                   ASSISTANTD_FILE_SEARCH_READY_SECONDS="2")
+    client = make_client(server.base_url)
+    doc, thread, store_id = _attach(client, "The flux capacitor needs 1.21 gigawatts. [[slow-embed:10000]]")
+    started = time.monotonic()
+    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant(
+        client, tools=[FILE_SEARCH]).id, poll_interval_ms=POLL_MS, timeout=60)
+    waited = time.monotonic() - started
+    assert run.status == "completed", run.last_error
+    assert 1.0 <= waited < 8.0, waited  # (the run's created_at is in whole seconds)
+    assert client.vector_stores.files.retrieve(doc.id, vector_store_id=store_id).status == "in_progress"
+    assert _searched(client, thread, run) == []
+    client.close()

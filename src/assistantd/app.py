@@ -99,7 +99,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.sandboxes = SandboxPool(settings, app.state.db, app.state.workers)
         await app.state.sandboxes.start()
         app.state.store = RunStore(app.state.db, app.state.bus)
-        tools = ToolRegistry.build(ToolServices(app.state.sandboxes, app.state.searcher))
+        tools = ToolRegistry.build(ToolServices(app.state.sandboxes, app.state.searcher,
+                                                settings.file_search_ready_seconds))
         executor = RunExecutor(app.state.store, app.state.upstream, app.state.files, settings, tools)
         queue = RunQueue(app.state.db, app.state.workers.id)  # one worker id per process
         app.state.worker = RunWorker(executor, app.state.store, queue, settings.max_concurrent_runs)

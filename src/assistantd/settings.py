@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     # What GETs of runs, vector stores and their files and batches tell the SDKs' *_and_poll helpers
     # to wait before asking again (openai-poll-after-ms; they wait 1 s without it); 0: not sent.
     poll_after_ms: int = 100
+    # A run's file_search waits this long (from the run's creation) for the files of the *thread's*
+    # vector stores still being ingested, then searches what is ready (OpenAI's documented 60 s).
+    file_search_ready_seconds: float = 60.0
 
     @property
     def api_keys(self) -> frozenset[str]:

@@ -353,7 +353,8 @@ class RunExecutor:
 
         result = await tool.run(call.arguments, ToolContext(
             run=ctx.run, db=self.store.db, files=self.files, step_id=step.id,
-            earlier_in_step=[c["type"] for c in details[:call.index]], emit_delta=emit_delta))
+            earlier_in_step=[c["type"] for c in details[:call.index]], emit_delta=emit_delta,
+            cancelled=lambda: ctx.cancel_requested))
         io: dict[str, Any] = {"arguments": call.arguments, "output": result.output}
         if result.sources:
             io["sources"] = result.sources

@@ -38,7 +38,8 @@ other tool result with "The tool returned: …", and otherwise echoes the last u
 ``GET /__fake/requests`` lists the request bodies it received, ``GET /__fake/ports`` the client
 address (host and port) each came from, ``GET /__fake/ends`` when each streamed answer ended and how:
 ``done`` (sent to its end) or ``closed`` (stopped before: the client went away, or a scripted drop).
-``GET /__fake/embedded`` lists every text it embedded.
+``GET /__fake/embedded`` lists every text it embedded. A text to embed holding ``[[slow-embed:MS]]``
+makes its request answer MS milliseconds late (a slow ingestion).
 
     python -m assistantd.testing.fake_upstream --port 9000
 """
@@ -233,12 +234,18 @@ def _raw(turn: dict[str, Any]) -> Response:
     return response
 
 
+SLOW_EMBED = re.compile(r"\[\[slow-embed:(\d+)\]\]")
+
+
 async def embeddings(request: Request) -> Response:
     """Deterministic bag-of-words embeddings (for ``ASSISTANTD_EMBEDDINGS=upstream:<model>`` tests)."""
     body = await request.json()
     inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
     if RECORD:
         _embedded.extend(inputs)
+    late = max((int(m) for text in inputs for m in SLOW_EMBED.findall(text)), default=0)
+    if late:
+        await asyncio.sleep(late / 1000)
     dims = 64
     data = []
     for i, text in enumerate(inputs):

@@ -43,6 +43,7 @@ class ToolContext:
     step_id: str  # the tool_calls step the call belongs to
     earlier_in_step: list[str]  # the tool types of the calls before it in the step
     emit_delta: Callable[[dict[str, Any]], None]  # stream a step delta of this call: the body under its type
+    cancelled: Callable[[], bool] = lambda: False  # whether the run was asked to stop (a long wait gives up)
 
 
 @dataclass(frozen=True)

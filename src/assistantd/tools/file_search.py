@@ -3,15 +3,26 @@ assistant and the thread with the model's query, record the results on the run s
 the model the passages, each headed by a citation marker ``【{i}:{j}†{filename}】`` (i = the
 index of this tool call among the run's file_search calls, j = the result's rank). Markers the
 model copies into its answer become ``file_citation`` annotations (:mod:`assistantd.tools.annotations`).
+
+Ready stores: files a message attached a moment ago are still being ingested into the thread's
+vector store when the run starts. As OpenAI documented ("a 60 second maximum wait in the Run
+object when the thread's vector store contains files that are still being processed"; not the
+assistant's stores), a search waits for the thread's stores until none of their files is
+``in_progress`` or ``ready_seconds`` have passed since the run was created, then searches what is
+ready. The wait is at the search, not before the run's first turn: what the model writes before
+it calls the tool does not depend on the stores, and a run that never searches never waits.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from typing import Any
 
 from sqlalchemy import select
 
-from assistantd.db.models import RunStep, Thread, VectorStore
+from assistantd.db.models import RunStep, Thread, VectorStore, VectorStoreFile
 from assistantd.tools import schemas as wire
 from assistantd.tools.annotations import citation_marker
 from assistantd.tools.base import Tool, ToolContext, ToolFailure, ToolResult, string_argument
@@ -21,6 +32,9 @@ from assistantd.vector_stores.search import Searcher
 DEFAULT_MAX_RESULTS = 20  # OpenAI's default for gpt-4* models; 5 for gpt-3.5-turbo
 DEFAULT_MAX_RESULTS_GPT35 = 5
 RANKER = "default_2024_08_21"
+READY_PAUSES = (0.05, 0.5)  # the first and the longest pause between two looks at stores still ingesting
+
+log = logging.getLogger("assistantd.file_search")
 
 
 class FileSearch(Tool):
@@ -35,8 +49,8 @@ class FileSearch(Tool):
     }
     repeatable = True  # a search only reads (and marks its stores active): running it again is harmless
 
-    def __init__(self, searcher: Searcher) -> None:
-        self.searcher = searcher
+    def __init__(self, searcher: Searcher, ready_seconds: float = 60.0) -> None:
+        self.searcher, self.ready_seconds = searcher, ready_seconds
 
     async def run(self, arguments: str, ctx: ToolContext) -> ToolResult:
         query = string_argument(arguments, "query")
@@ -47,7 +61,8 @@ class FileSearch(Tool):
             return ToolResult(wire.FileSearch(ranking_options=ranking, results=[]),
                               "The file_search tool needs a non-empty 'query' string.")
 
-        stores = await store_ids(ctx)
+        stores, thread_stores = await store_ids(ctx)
+        await wait_until_ready(ctx, thread_stores, ctx.run.created_at + self.ready_seconds)
         results: list[dict[str, Any]] = []
         if stores:
             vectors = await self.searcher.embed_queries([query])
@@ -85,14 +100,17 @@ def settings_of(run_tools: list[dict[str, Any]], model: str) -> tuple[int, float
     return int(max_results), float(threshold)
 
 
-async def store_ids(ctx: ToolContext) -> list[str]:
-    """The assistant's (as the run took them) and the thread's vector stores, live ones only."""
+async def store_ids(ctx: ToolContext) -> tuple[list[str], list[str]]:
+    """The assistant's (as the run took them) and the thread's vector stores, live ones only; and
+    of them, the thread's."""
     run = ctx.run
     wanted = list((run.tool_resources or {}).get("file_search", {}).get("vector_store_ids", []))
+    of_thread: list[str] = []
     async with ctx.db.read() as session:
         thread = await session.scalar(select(Thread).where(Thread.id == run.thread_id, Thread.tenant == run.tenant))
         if thread is not None:
-            wanted += (thread.tool_resources or {}).get("file_search", {}).get("vector_store_ids", [])
+            of_thread = list((thread.tool_resources or {}).get("file_search", {}).get("vector_store_ids", []))
+            wanted += of_thread
         wanted = list(dict.fromkeys(wanted))
         live = {s.id: s for s in await session.scalars(select(VectorStore).where(
             VectorStore.id.in_(wanted), VectorStore.tenant == run.tenant))}
@@ -101,7 +119,27 @@ async def store_ids(ctx: ToolContext) -> list[str]:
             # As OpenAI does: a run on a thread whose vector store expired fails.
             raise ToolFailure("server_error", f"The vector store '{store.id}' has expired. Create a new vector store, "
                               "add the files to it and attach it to the assistant or thread.")
-    return [w for w in wanted if w in live]
+    return [w for w in wanted if w in live], [w for w in of_thread if w in live]
+
+
+async def wait_until_ready(ctx: ToolContext, stores: list[str], deadline: float) -> bool:
+    """Wait until no file of ``stores`` is ``in_progress``, or the epoch time ``deadline``, or the
+    run is asked to stop. Returns whether they are ready."""
+    if not stores:
+        return True
+    pause = READY_PAUSES[0]
+    while True:
+        async with ctx.db.read() as session:
+            busy = await session.scalar(select(VectorStoreFile.seq).where(
+                VectorStoreFile.vector_store_id.in_(stores), VectorStoreFile.status == "in_progress").limit(1))
+        if busy is None:
+            return True
+        left = deadline - time.time()
+        if left <= 0 or ctx.cancelled():
+            log.info("run %s searches its thread's vector stores with files still being ingested", ctx.run.id)
+            return False
+        await asyncio.sleep(min(pause, left))
+        pause = min(pause * 2, READY_PAUSES[1])
 
 
 async def _call_number(ctx: ToolContext) -> int:

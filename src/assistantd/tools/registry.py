@@ -28,6 +28,7 @@ class ToolServices:
 
     sandboxes: SandboxPool
     searcher: Searcher
+    ready_seconds: float = 60.0  # Settings.file_search_ready_seconds
 
 
 class ToolRegistry:
@@ -36,7 +37,7 @@ class ToolRegistry:
 
     @classmethod
     def build(cls, services: ToolServices) -> "ToolRegistry":
-        return cls([CodeInterpreter(services.sandboxes), FileSearch(services.searcher)])
+        return cls([CodeInterpreter(services.sandboxes), FileSearch(services.searcher, services.ready_seconds)])
 
     def get(self, tool_type: str) -> Tool | None:
         return self._tools.get(tool_type)
