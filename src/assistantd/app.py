@@ -91,7 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for model in (embedder, query_embedder):  # load and check the model now, not on first use
                 await to_thread.run_sync(model.warm_up)
         pg = await pgvector.prepare(app.state.db) if embedder is not None else None
-        app.state.searcher = Searcher(query_embedder, pgvector=pg)
+        app.state.searcher = Searcher(query_embedder, pgvector=pg, rankings=settings.search_rankings)
         # This process among the replicas on the database (who is alive: sandboxes a dead one
         # owned are reclaimed); registered before any background work starts.
         app.state.workers = Workers(app.state.db)

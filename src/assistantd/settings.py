@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     # A run's file_search waits this long (from the run's creation) for the files of the *thread's*
     # vector stores still being ingested, then searches what is ready (OpenAI's documented 60 s).
     file_search_ready_seconds: float = 60.0
+    # Which rankings a search fuses: "hybrid" (lexical and vector), or one alone ("lexical",
+    # "vector"), to measure each (bench/retrieval.py).
+    search_rankings: str = "hybrid"
 
     @property
     def api_keys(self) -> frozenset[str]:

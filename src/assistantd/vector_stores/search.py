@@ -358,9 +358,16 @@ def fuse(rankings: list[list[int]], k: int = RRF_K) -> dict[int, float]:
     return {seq: score / best for seq, score in fused.items()} if rankings else {}
 
 
+RANKINGS = ("hybrid", "lexical", "vector")  # ASSISTANTD_SEARCH_RANKINGS: both fused, or one alone
+
+
 class Searcher:
     def __init__(self, embedder: Embedder | None, cache: VectorCache | None = None,
-                 pgvector: PgVector | None = None) -> None:
+                 pgvector: PgVector | None = None, rankings: str = "hybrid") -> None:
+        if rankings not in RANKINGS:
+            raise ValueError(f"ASSISTANTD_SEARCH_RANKINGS must be one of {', '.join(RANKINGS)}, not {rankings!r}")
+        self.lexical = rankings != "vector"
+        embedder = embedder if rankings != "lexical" else None
         self.embedder = embedder
         self.cache = cache or VectorCache()
         self.pgvector = pgvector  # PostgreSQL with pgvector: vectors are searched there
@@ -422,7 +429,7 @@ class Searcher:
             if stored is not None:
                 vector_job = self._start_scoring(stored, queries, query_vectors, restrict, limit)
         try:
-            rankings = [await _lexical(session, vector_store_id, queries, restrict, limit)]
+            rankings = [await _lexical(session, vector_store_id, queries, restrict, limit)] if self.lexical else []
             if vector_job is not None:
                 similarity = await vector_job
         finally:
