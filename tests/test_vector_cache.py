@@ -113,8 +113,8 @@ def test_lexical_query_keeps_the_rarest_words_within_the_postings_budget(databas
             await _add_chunks(db, "f", texts=texts)
             async with db.read() as session:
                 kept = await search._within_budget(session, ["common", "absent", "middling", "rare"])
-                ranked = await search._lexical(session, "vs_1", ["common middling rare absent"], None, 100)
-                only_common = await search._lexical(session, "vs_1", ["common"], None, 100)
+                ranked = list(await search._lexical(session, "vs_1", ["common middling rare absent"], None, 100))
+                only_common = list(await search._lexical(session, "vs_1", ["common"], None, 100))
             return kept, ranked, only_common
         finally:
             await db.dispose()
@@ -233,8 +233,8 @@ def test_lexical_query_of_only_common_words_matches_the_two_rarest_together(data
             await _add_chunks(db, "f", texts=texts)
             async with db.read() as session:
                 chosen = await search._within_budget(session, ["gamma", "beta", "alpha"])
-                both = await search._lexical(session, "vs_1", ["gamma beta alpha"], None, 3)
-                fallback = await search._lexical(session, "vs_1", ["gamma beta alpha"], None, 5)
+                both = list(await search._lexical(session, "vs_1", ["gamma beta alpha"], None, 3))
+                fallback = list(await search._lexical(session, "vs_1", ["gamma beta alpha"], None, 5))
             return chosen, both, fallback
         finally:
             await db.dispose()

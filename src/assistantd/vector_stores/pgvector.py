@@ -101,6 +101,23 @@ class PgVector:
         return dict(sorted(found.items(), key=lambda kv: -kv[1])[:limit])
 
 
+    async def similarities(self, session: AsyncSession, model_id: str, query_vectors: np.ndarray,
+                           seqs: list[int]) -> dict[int, float]:
+        """The exact similarity of the chunks ``seqs`` (the best of the queries), those that have a
+        vector of ``model_id``."""
+        dims = int(query_vectors.shape[1])
+        statement = text(
+            f"SELECT seq, 1 - ((embedding_vec::vector({dims})) <=> CAST(:q AS vector({dims}))) FROM chunks "
+            f"WHERE seq IN :seqs AND embedding_model = :model AND embedding_vec IS NOT NULL"
+        ).bindparams(bindparam("seqs", expanding=True))
+        found: dict[int, float] = {}
+        for q in query_vectors:
+            for seq, similarity in (await session.execute(statement, {"q": _literal(q), "seqs": seqs,
+                                                                      "model": model_id})).all():
+                found[seq] = max(float(similarity), found.get(seq, -2.0))
+        return found
+
+
 async def prepare(db: Database) -> PgVector | None:
     """pgvector for this database, or ``None`` (SQLite, or a PostgreSQL without it)."""
     if db.is_sqlite:

@@ -1,7 +1,7 @@
 """Hybrid search over a vector store's chunks.
 
 Two rankings of the store's chunks, restricted to the files whose ``attributes`` pass the
-filters, are fused by reciprocal rank fusion (RRF, k = 60):
+filters, are blended by their scores:
 
 - lexical: the database's full-text index — SQLite FTS5 ranked by its ``bm25()``, PostgreSQL's
   ``tsvector`` ranked by ``ts_rank`` — over the query's words (OR) less English function words
@@ -16,10 +16,15 @@ filters, are fused by reciprocal rank fusion (RRF, k = 60):
   an IVF index for large stores (:mod:`assistantd.vector_stores.ivf`). A chunk under the
   embedder's ``min_similarity`` is not a vector match.
 
-The reported ``score`` is the fused RRF score divided by the best one attainable (rank 1 in every
-ranking that was made), so it lies in 0..1 and ``score_threshold`` compares against it. With
-``ASSISTANTD_EMBEDDINGS=none``, or for chunks embedded by another model, only the lexical
-ranking exists. SQLite and PostgreSQL answer with the same contract.
+A chunk's ``score`` is ``(cosine + LEXICAL_WEIGHT × lexical) / (1 + LEXICAL_WEIGHT)``: its cosine
+similarity to the query (a lexical match that is not among the vector candidates gets its exact
+cosine too), plus its lexical score as a fraction of the query's best one. Blending the scores,
+not the ranks, keeps how *much* closer one chunk is than the next; reciprocal rank fusion did not,
+and ranked below plain vector search on bench/retrieval.py's questions (the weight was chosen on
+its first question set and checked on the held-out second). It lies in 0..1, which
+``score_threshold`` compares against. With one ranking alone (``ASSISTANTD_EMBEDDINGS=none``, chunks
+embedded by another model, or ``ASSISTANTD_SEARCH_RANKINGS``) the score is that ranking's: the
+cosine, or the lexical fraction. SQLite and PostgreSQL answer with the same contract.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import concurrent.futures
 import logging
 import operator
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -58,8 +63,8 @@ your yours yourself yourselves
 """.split())
 log = logging.getLogger("assistantd.search")
 
-RRF_K = 60
-CANDIDATES = 100  # taken from each ranking before fusion (at least max_num_results)
+LEXICAL_WEIGHT = 0.15  # of the lexical fraction, beside the cosine (bench/retrieval.py)
+CANDIDATES = 100  # taken from each ranking before they are blended (at least max_num_results)
 # SQLite: the rarest query words are matched until their documents add up to this many (or, when
 # even the rarest is over it, the two rarest together; see _within_budget). Ranking every chunk
 # that holds a common word costs ~5 µs a chunk (half a second at 100k), and such a word weighs
@@ -117,6 +122,18 @@ class StoreVectors:
     file_ids: list[str]
     vectors: np.ndarray  # (rows, dimensions) float32, L2-normalised
     index: ivf.IVFIndex | None = None  # over the first index.rows rows; later ones are scanned
+    _by_seq: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False, compare=False)
+
+    def rows_of(self, seqs: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """The rows holding the chunks ``seqs`` and those chunks' seqs (the ones that have a row)."""
+        if self._by_seq is None:  # (made once per cached matrix; a race makes it twice, alike)
+            order = np.argsort(self.seqs, kind="stable")
+            self._by_seq = (order, self.seqs[order])
+        order, ordered = self._by_seq
+        wanted = np.asarray(seqs, dtype=np.int64)
+        at = np.minimum(np.searchsorted(ordered, wanted), max(len(ordered) - 1, 0))
+        hit = ordered[at] == wanted if len(ordered) else np.zeros(len(wanted), dtype=bool)
+        return order[at[hit]], wanted[hit]
 
     @property
     def nbytes(self) -> int:
@@ -247,19 +264,21 @@ def _assemble(rows, completed: dict[str, int], base: StoreVectors | None) -> Sto
 
 # SQLite: FTS5 matches within the store (its id is a column of the index); restricting to some
 # files joins the matches to `chunks`.
+# Each answers (seq, score), best first, the score higher the better (FTS5's bm25() is negated).
 _SQLITE_LEXICAL = text(
-    "SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH :match ORDER BY bm25(chunks_fts, 1.0, 0.0) LIMIT :limit")
+    "SELECT rowid, -bm25(chunks_fts, 1.0, 0.0) FROM chunks_fts WHERE chunks_fts MATCH :match "
+    "ORDER BY bm25(chunks_fts, 1.0, 0.0) LIMIT :limit")
 _SQLITE_LEXICAL_FILES = text(
-    "SELECT c.seq FROM chunks_fts JOIN chunks AS c ON c.seq = chunks_fts.rowid "
+    "SELECT c.seq, -bm25(chunks_fts, 1.0, 0.0) FROM chunks_fts JOIN chunks AS c ON c.seq = chunks_fts.rowid "
     "WHERE chunks_fts MATCH :match AND c.file_id IN :files "
     "ORDER BY bm25(chunks_fts, 1.0, 0.0) LIMIT :limit").bindparams(bindparam("files", expanding=True))
 _POSTGRES_LEXICAL = text(
-    "SELECT seq FROM chunks, to_tsquery('simple', :match) AS q "
-    "WHERE vector_store_id = :store AND tsv @@ q ORDER BY ts_rank(tsv, q) DESC, seq LIMIT :limit")
+    "SELECT seq, ts_rank(tsv, q) AS rank FROM chunks, to_tsquery('simple', :match) AS q "
+    "WHERE vector_store_id = :store AND tsv @@ q ORDER BY rank DESC, seq LIMIT :limit")
 _POSTGRES_LEXICAL_FILES = text(
-    "SELECT seq FROM chunks, to_tsquery('simple', :match) AS q "
+    "SELECT seq, ts_rank(tsv, q) AS rank FROM chunks, to_tsquery('simple', :match) AS q "
     "WHERE vector_store_id = :store AND file_id IN :files AND tsv @@ q "
-    "ORDER BY ts_rank(tsv, q) DESC, seq LIMIT :limit").bindparams(bindparam("files", expanding=True))
+    "ORDER BY rank DESC, seq LIMIT :limit").bindparams(bindparam("files", expanding=True))
 
 
 # Table columns: statements over them return plain rows, with no ORM loading step.
@@ -269,12 +288,13 @@ _FILE_NAMES = File.__table__.c
 
 
 async def _lexical(session: AsyncSession, store: str, queries: list[str], files: list[str] | None,
-                   limit: int) -> list[int]:
+                   limit: int) -> dict[int, float]:
+    """The ``limit`` best lexical matches: seq → score (higher is better), best first."""
     words = list(dict.fromkeys(t for q in queries for t in terms(q)))
     words = [w for w in words if w not in STOP_WORDS] or words
     words = words[:MAX_QUERY_TERMS]
     if not words:
-        return []
+        return {}
     sqlite = session.bind.dialect.name == "sqlite"
     params: dict[str, Any] = {"store": store, "limit": limit}
     if files is not None:
@@ -282,20 +302,20 @@ async def _lexical(session: AsyncSession, store: str, queries: list[str], files:
     if not sqlite:
         params["match"] = " | ".join(f"'{w}'" for w in words)
         statement = _POSTGRES_LEXICAL if files is None else _POSTGRES_LEXICAL_FILES
-        return list((await session.execute(statement, params)).scalars())
+        return dict((await session.execute(statement, params)).all())
     words, together = await _within_budget(session, words)
     if not words:
-        return []
+        return {}
     statement = _SQLITE_LEXICAL if files is None else _SQLITE_LEXICAL_FILES
     scope = f'store:"{store.replace("_", "").lower()}" AND '
     if together:
         params["match"] = scope + f'text:("{words[0]}" AND "{words[1]}")'
-        found = list((await session.execute(statement, params)).scalars())
+        found = dict((await session.execute(statement, params)).all())
         if len(found) >= limit:
             return found
         words = words[:1]  # too few chunks hold both: rank those holding the rarer one
     params["match"] = scope + "text:(" + " OR ".join(f'"{w}"' for w in words) + ")"
-    return list((await session.execute(statement, params)).scalars())
+    return dict((await session.execute(statement, params)).all())
 
 
 _DOCUMENT_COUNTS = text("SELECT term, doc FROM chunks_fts_vocab WHERE term IN :words").bindparams(
@@ -348,17 +368,33 @@ def _vector(stored: StoreVectors, query_vectors: np.ndarray, files: list[str] | 
     return {int(stored.seqs[r]): float(similarity[i]) for r, i in zip(at, top) if similarity[i] >= floor}
 
 
-def fuse(rankings: list[list[int]], k: int = RRF_K) -> dict[int, float]:
-    """Reciprocal rank fusion, scaled so that rank 1 in every ranking scores 1.0."""
-    fused: dict[int, float] = collections.defaultdict(float)
-    for ranking in rankings:
-        for rank, seq in enumerate(ranking, start=1):
-            fused[seq] += 1.0 / (k + rank)
-    best = len(rankings) / (k + 1)
-    return {seq: score / best for seq, score in fused.items()} if rankings else {}
+def _cosines(stored: StoreVectors, query_vectors: np.ndarray, seqs: list[int]) -> dict[int, float]:
+    """The exact similarity of the chunks ``seqs`` of the store (the best of the queries); a chunk
+    without a vector here is left out."""
+    rows, found = stored.rows_of(seqs)
+    if not len(rows):
+        return {}
+    similarity = (stored.vectors[rows] @ query_vectors.T).max(axis=1)
+    return {int(seq): float(sim) for seq, sim in zip(found, similarity)}
 
 
-RANKINGS = ("hybrid", "lexical", "vector")  # ASSISTANTD_SEARCH_RANKINGS: both fused, or one alone
+def blend(lexical: dict[int, float], similarity: dict[int, float] | None,
+          weight: float = LEXICAL_WEIGHT) -> dict[int, float]:
+    """Each candidate's score in 0..1 (module docstring): ``similarity`` holds the cosine of every
+    candidate that has one (vector matches and lexical ones alike), None when there is no vector
+    ranking; ``lexical`` the lexical scores, empty when there is no lexical ranking."""
+    best = max(lexical.values(), default=0.0)
+    fraction = {seq: score / best for seq, score in lexical.items()} if best > 0 else dict.fromkeys(lexical, 0.0)
+    if similarity is None:
+        return fraction
+    if not lexical:
+        return {seq: max(0.0, sim) for seq, sim in similarity.items()}
+    candidates = set(similarity) | set(fraction)
+    return {seq: min(1.0, max(0.0, (similarity.get(seq, 0.0) + weight * fraction.get(seq, 0.0)) / (1 + weight)))
+            for seq in candidates}
+
+
+RANKINGS = ("hybrid", "lexical", "vector")  # ASSISTANTD_SEARCH_RANKINGS: both blended, or one alone
 
 
 class Searcher:
@@ -377,21 +413,22 @@ class Searcher:
 
     def _start_scoring(self, stored: StoreVectors, queries: list[str], query_vectors: np.ndarray | None,
                        files: list[str] | None, limit: int) -> asyncio.Future:
-        """The vector ranking, begun at once in a thread when the query vectors are known or the
-        embedder runs in process (the caller's next statement then overlaps it); otherwise a task
-        that first asks the upstream for the embeddings."""
+        """The vector ranking and the query vectors, begun at once in a thread when the query
+        vectors are known or the embedder runs in process (the caller's next statement then
+        overlaps it); otherwise a task that first asks the upstream for the embeddings."""
         embedder = self.embedder
         floor = embedder.min_similarity
         loop = asyncio.get_running_loop()
-        if query_vectors is not None:
-            return loop.run_in_executor(self._threads, _vector, stored, query_vectors, files, limit, floor)
-        if hasattr(embedder, "embed_sync"):  # local: both steps in one thread
-            return loop.run_in_executor(
-                self._threads, lambda: _vector(stored, embedder.embed_sync(queries), files, limit, floor))
 
-        async def upstream() -> dict[int, float]:
-            vectors = await embedder.embed(queries)
-            return await loop.run_in_executor(self._threads, _vector, stored, vectors, files, limit, floor)
+        def scored(vectors: np.ndarray) -> tuple[dict[int, float], np.ndarray]:
+            return _vector(stored, vectors, files, limit, floor), vectors
+        if query_vectors is not None:
+            return loop.run_in_executor(self._threads, scored, query_vectors)
+        if hasattr(embedder, "embed_sync"):  # local: both steps in one thread
+            return loop.run_in_executor(self._threads, lambda: scored(embedder.embed_sync(queries)))
+
+        async def upstream() -> tuple[dict[int, float], np.ndarray]:
+            return await loop.run_in_executor(self._threads, scored, await embedder.embed(queries))
         return asyncio.ensure_future(upstream())
 
     def close(self) -> None:
@@ -423,15 +460,16 @@ class Searcher:
         # On SQLite the lexical statement runs inline on the event loop; meanwhile a thread
         # embeds the query and scores the cached vectors (numpy and onnxruntime release the GIL).
         embedder, similarity = self.embedder, None
+        stored: StoreVectors | None = None
         vector_job: asyncio.Future | None = None
         if embedder is not None and self.pgvector is None:
             stored = await self.cache.get(session, vector_store_id, embedder.model_id, completed)
             if stored is not None:
                 vector_job = self._start_scoring(stored, queries, query_vectors, restrict, limit)
         try:
-            rankings = [await _lexical(session, vector_store_id, queries, restrict, limit)] if self.lexical else []
+            lexical = await _lexical(session, vector_store_id, queries, restrict, limit) if self.lexical else {}
             if vector_job is not None:
-                similarity = await vector_job
+                similarity, query_vectors = await vector_job
         finally:
             if vector_job is not None and not vector_job.done():
                 vector_job.cancel()
@@ -442,12 +480,19 @@ class Searcher:
                 similarity = await self.pgvector.nearest(session, vector_store_id, embedder.model_id,
                                                          query_vectors, restrict, limit, embedder.min_similarity)
         if similarity is not None:
-            rankings.append(list(similarity))
+            # The lexical matches that are not vector candidates: their exact cosine.
+            missing = [seq for seq in lexical if seq not in similarity]
+            if missing and stored is not None:
+                similarity.update(_cosines(stored, query_vectors, missing))
+            elif missing:
+                similarity.update(await self.pgvector.similarities(session, embedder.model_id, query_vectors,
+                                                                   missing))
+        # Rounded as reported, so that a score a client saw passes it as a threshold.
+        scores = {seq: round(score, 6) for seq, score in blend(lexical, similarity).items()}
         similarity = similarity or {}
-        scores = fuse(rankings)
-        # Equal fused scores (say, rank 1 lexically against rank 1 by meaning) go to the closer meaning.
+        # Equal scores go to the closer meaning.
         best = sorted(scores, key=lambda s: (-scores[s], -similarity.get(s, -1.0), s))
-        best = [s for s in best if scores[s] >= score_threshold][:max_num_results]
+        best = [s for s in best if scores[s] >= score_threshold and scores[s] > 0][:max_num_results]
         if not best:
             return []
         rows = {r.seq: r for r in (await session.execute(
@@ -464,6 +509,6 @@ class Searcher:
             if file is None:
                 continue  # removed since the rankings were made
             out.append({"file_id": row.file_id, "filename": file.filename or "",
-                        "score": round(scores[seq], 6), "attributes": file.attributes or {},
+                        "score": scores[seq], "attributes": file.attributes or {},
                         "text": row.text})
         return out
