@@ -1,0 +1,44 @@
+"""How a search blends its lexical and vector scores (vector_stores/search.py), and the rows of a
+cached store's chunks (StoreVectors.rows_of)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from assistantd.vector_stores.search import LEXICAL_WEIGHT, StoreVectors, _cosines, blend
+
+
+def test_both_rankings_blend_cosine_and_lexical_fraction():
+    scores = blend({1: 8.0, 2: 2.0}, {1: 0.5, 2: 0.5, 3: 0.6})
+    w = LEXICAL_WEIGHT
+    assert scores[1] == pytest.approx((0.5 + w) / (1 + w))
+    assert scores[2] == pytest.approx((0.5 + w * 0.25) / (1 + w))
+    assert scores[3] == pytest.approx(0.6 / (1 + w))  # a vector match that no word matched
+    assert scores[1] > scores[3] > scores[2]  # the lexical match tips a near tie, not a clear gap
+    assert blend({1: 1.0}, {1: 1.0}) == {1: 1.0}  # the best of both is 1
+
+
+def test_one_ranking_alone_scores_as_that_ranking():
+    assert blend({1: 4.0, 2: 1.0}, None) == {1: 1.0, 2: 0.25}  # lexical: the fraction of the best
+    assert blend({}, {1: 0.7, 2: -0.1}) == {1: 0.7, 2: 0.0}  # vector: the cosine, never below 0
+    assert blend({}, None) == {}
+    assert blend({}, {}) == {}
+
+
+def test_scores_stay_within_0_and_1():
+    scores = blend({1: 3.0, 2: 0.0}, {1: 1.0, 2: -1.0})
+    assert all(0.0 <= s <= 1.0 for s in scores.values()) and scores[1] == 1.0 and scores[2] == 0.0
+
+
+def test_rows_of_finds_chunks_in_a_reordered_matrix():
+    seqs = np.array([40, 10, 30, 20], dtype=np.int64)  # (an indexed store's rows are in group order)
+    vectors = np.eye(4, dtype=np.float32)
+    stored = StoreVectors(files_seen={}, seqs=seqs, files=np.zeros(4, np.int32), file_ids=["f"], vectors=vectors)
+    rows, found = stored.rows_of([20, 99, 40])
+    assert list(found) == [20, 40] and list(seqs[rows]) == [20, 40]
+    query = np.array([[0.0, 0.0, 0.0, 1.0]], dtype=np.float32)  # row 3 holds seq 20
+    assert _cosines(stored, query, [20, 40, 5]) == {20: 1.0, 40: 0.0}
+    empty = StoreVectors(files_seen={}, seqs=np.zeros(0, np.int64), files=np.zeros(0, np.int32), file_ids=[],
+                         vectors=np.zeros((0, 4), np.float32))
+    assert _cosines(empty, query, [1]) == {}
