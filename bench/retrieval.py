@@ -27,6 +27,7 @@ latency through the API (p50, p95), ingestion's MB/min, for SQLite and, with ``-
 PostgreSQL (with pgvector when the server has it).
 
     python bench/retrieval.py [--database-url postgresql://…] [--embeddings local] [--show-misses]
+                              [--server-src OTHER_CHECKOUT/src]
 """
 
 from __future__ import annotations
@@ -106,14 +107,15 @@ def rrf(*rankings: list[str], k: int = RRF_K) -> list[str]:
 
 
 class Bench:
-    def __init__(self, database_url: str | None, embeddings: str) -> None:
+    def __init__(self, database_url: str | None, embeddings: str, server_src: str | None = None) -> None:
         self.database_url, self.embeddings = database_url, embeddings
+        self.env = {"PYTHONPATH": server_src} if server_src else {}  # another checkout's server
         self.data_dir = Path(tempfile.mkdtemp(prefix="assistantd-bench-retrieval-"))
 
     def server(self, rankings: str) -> ServerProcess:
         return ServerProcess(self.data_dir, self.database_url, ASSISTANTD_LOG_LEVEL="warning",
                              ASSISTANTD_EMBEDDINGS=self.embeddings, ASSISTANTD_SANDBOX_WARM_POOL="0",
-                             ASSISTANTD_SEARCH_RANKINGS=rankings).start(timeout=600)
+                             ASSISTANTD_SEARCH_RANKINGS=rankings, **self.env).start(timeout=600)
 
     def ingest(self, server: ServerProcess, topics: dict[str, str]) -> tuple[str, dict[str, str], float]:
         """The corpus in a new vector store: its id, file id → topic, MB/min."""
@@ -162,6 +164,8 @@ def main() -> None:
     parser.add_argument("--database-url", default=None, help="PostgreSQL (else SQLite in a temp folder)")
     parser.add_argument("--embeddings", default="local", help="ASSISTANTD_EMBEDDINGS")
     parser.add_argument("--rankings", default="lexical,vector,hybrid")
+    parser.add_argument("--server-src", default=None,
+                        help="run the server from another checkout's src/ (e.g. a git worktree of an earlier commit)")
     parser.add_argument("--show-misses", action="store_true", help="print the questions hybrid misses in its top 5")
     args = parser.parse_args()
 
@@ -172,7 +176,7 @@ def main() -> None:
     print(f"corpus: {len(topics)} documents, {sum(map(len, topics.values())) / 1000:.0f} k characters; "
           + ", ".join(f"{len(qs)} {which} questions" for which, qs in sets.items())
           + f"; {backend}, embeddings {args.embeddings}", flush=True)
-    bench = Bench(args.database_url, args.embeddings)
+    bench = Bench(args.database_url, args.embeddings, args.server_src)
     ranked: dict[str, dict[str, list[str]]] = {}
     keyed: dict[str, dict[str, list[str]]] = {}
     took: dict[str, list[float]] = {}
