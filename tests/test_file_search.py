@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import make_client
 from tests.support.fake import marker
-from tests.support.runs import POLL_MS, assistant
+from tests.support.runs import POLL_MS, assistant, wait_for
 
 pytestmark = pytest.mark.vector_search  # also on the pgvector backend
 
@@ -338,4 +338,25 @@ def test_a_run_waits_for_its_threads_store_only_so_long(spawn):
     assert 1.0 <= waited < 8.0, waited  # (the run's created_at is in whole seconds)
     assert client.vector_stores.files.retrieve(doc.id, vector_store_id=store_id).status == "in_progress"
     assert _searched(client, thread, run) == []
+    client.close()
+
+
+def test_a_cancel_ends_the_wait_for_a_store(spawn):
+    """A run waiting for its thread's store to be ready is cancelled at once, not after the wait."""
+    server = spawn("ready-stores-cancel", ASSISTANTD_EMBEDDINGS="upstream:fake-embedding")
+    client = make_client(server.base_url)
+    doc, thread, store_id = _attach(client, "The flux capacitor needs 1.21 gigawatts. [[slow-embed:30000]]")
+    run = client.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant(client, tools=[FILE_SEARCH]).id)
+
+    def searching():
+        steps = client.beta.threads.runs.steps.list(run_id=run.id, thread_id=thread.id).data
+        return any(s.type == "tool_calls" and s.status == "in_progress" for s in steps)
+    wait_for(searching, what="the run's file_search call to start")
+    time.sleep(0.5)  # (it is waiting for the store: the file takes 30 s to ingest)
+    started = time.monotonic()
+    client.beta.threads.runs.cancel(run_id=run.id, thread_id=thread.id)
+    wait_for(lambda: client.beta.threads.runs.retrieve(run_id=run.id, thread_id=thread.id).status == "cancelled",
+             timeout=10, what="the run to be cancelled")
+    assert time.monotonic() - started < 5
+    assert client.vector_stores.files.retrieve(doc.id, vector_store_id=store_id).status == "in_progress"
     client.close()

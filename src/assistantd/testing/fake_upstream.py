@@ -244,8 +244,11 @@ async def embeddings(request: Request) -> Response:
     if RECORD:
         _embedded.extend(inputs)
     late = max((int(m) for text in inputs for m in SLOW_EMBED.findall(text)), default=0)
-    if late:
-        await asyncio.sleep(late / 1000)
+    until = time.monotonic() + late / 1000
+    while time.monotonic() < until:  # (a client that went away ends the wait: the fake can stop)
+        if await request.is_disconnected():
+            return Response(status_code=499)
+        await asyncio.sleep(min(0.1, until - time.monotonic()))
     dims = 64
     data = []
     for i, text in enumerate(inputs):

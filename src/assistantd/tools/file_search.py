@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from assistantd.db.models import RunStep, Thread, VectorStore, VectorStoreFile
+from assistantd.db.models import RunStep, Thread, VectorStore
 from assistantd.tools import schemas as wire
 from assistantd.tools.annotations import citation_marker
 from assistantd.tools.base import Tool, ToolContext, ToolFailure, ToolResult, string_argument
@@ -130,10 +130,8 @@ async def wait_until_ready(ctx: ToolContext, stores: list[str], deadline: float)
     pause = READY_PAUSES[0]
     while True:
         async with ctx.db.read() as session:
-            busy = await session.scalar(select(VectorStoreFile.seq).where(
-                VectorStoreFile.vector_store_id.in_(stores), VectorStoreFile.status == "in_progress").limit(1))
-        if busy is None:
-            return True
+            if not await vector_stores.ingesting(session, stores):
+                return True
         left = deadline - time.time()
         if left <= 0 or ctx.cancelled():
             log.info("run %s searches its thread's vector stores with files still being ingested", ctx.run.id)

@@ -199,6 +199,13 @@ async def delete_file(session: AsyncSession, row: VectorStoreFile) -> Deleted:
     return Deleted(id=row.id, object="vector_store.file.deleted")
 
 
+async def ingesting(session: AsyncSession, vector_store_ids: list[str]) -> bool:
+    """Whether any file of these stores is still being ingested (``in_progress``)."""
+    return await session.scalar(select(VectorStoreFile.seq).where(
+        VectorStoreFile.vector_store_id.in_(vector_store_ids), VectorStoreFile.status == "in_progress").limit(1)) \
+        is not None
+
+
 def _status_filter(query, status: str | None):
     if status is None:
         return query
