@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from assistantd.vector_stores.search import LEXICAL_WEIGHT, StoreVectors, _cosines, blend
+from assistantd.vector_stores.search import LEXICAL_WEIGHT, Searcher, StoreVectors, _cosines, blend
 
 
 def test_both_rankings_blend_cosine_and_lexical_fraction():
@@ -42,3 +42,19 @@ def test_rows_of_finds_chunks_in_a_reordered_matrix():
     empty = StoreVectors(files_seen={}, seqs=np.zeros(0, np.int64), files=np.zeros(0, np.int32), file_ids=[],
                          vectors=np.zeros((0, 4), np.float32))
     assert _cosines(empty, query, [1]) == {}
+
+
+def test_rankings_setting_picks_what_a_search_makes():
+    class Model:
+        model_id, min_similarity = "m", 0.2
+
+    hybrid, lexical, vector = (Searcher(Model(), rankings=r) for r in ("hybrid", "lexical", "vector"))
+    try:
+        assert hybrid.lexical and hybrid.embedder is not None
+        assert lexical.lexical and lexical.embedder is None
+        assert not vector.lexical and vector.embedder is not None
+        with pytest.raises(ValueError, match="ASSISTANTD_SEARCH_RANKINGS"):
+            Searcher(Model(), rankings="bm25")
+    finally:
+        for searcher in (hybrid, lexical, vector):
+            searcher.close()

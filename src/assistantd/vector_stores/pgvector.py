@@ -100,7 +100,6 @@ class PgVector:
                     found[seq] = float(similarity)
         return dict(sorted(found.items(), key=lambda kv: -kv[1])[:limit])
 
-
     async def similarities(self, session: AsyncSession, model_id: str, query_vectors: np.ndarray,
                            seqs: list[int]) -> dict[int, float]:
         """The exact similarity of the chunks ``seqs`` (the best of the queries), those that have a
