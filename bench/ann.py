@@ -96,6 +96,8 @@ import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT))
+from bench.openloop import pct  # noqa: E402
 from assistantd.vector_stores import ivf  # noqa: E402
 from assistantd.vector_stores import search  # noqa: E402
 from assistantd.vector_stores.search import StoreVectors, _vector  # noqa: E402
@@ -400,11 +402,6 @@ class Row:
     first: bool = True  # the first setting of its index: build and size are shown on its line
 
 
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(p / 100 * len(ordered)) - 1))]
-
-
 def measure(run: Callable[[np.ndarray], np.ndarray], queries: np.ndarray, truth: np.ndarray) -> tuple[float, float, float, float]:
     for q in queries[:WARM_UP]:
         run(q[None])
@@ -417,7 +414,7 @@ def measure(run: Callable[[np.ndarray], np.ndarray], queries: np.ndarray, truth:
         hit10 += len(np.intersect1d(found[:10], truth[i, :10]))
         hit100 += len(np.intersect1d(found[:K], truth[i, :K]))
     n = len(queries)
-    return hit10 / (10 * n), hit100 / (K * n), pct(times, 50) * 1e3, pct(times, 95) * 1e3
+    return hit10 / (10 * n), hit100 / (K * n), pct(times, 0.50) * 1e3, pct(times, 0.95) * 1e3
 
 
 def run_data(name: str, base: np.ndarray, queries: np.ndarray) -> list[Row]:

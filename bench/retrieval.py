@@ -45,6 +45,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.openloop import pct  # noqa: E402
 from tests.support.server import ServerProcess  # noqa: E402
 
 DATA = ROOT / "bench" / "data"
@@ -78,11 +79,6 @@ def load(which: str = "tuning") -> tuple[dict[str, str], list[Question]]:
         assert q["topic"] in right, q
         questions.append(Question(q["id"], q["topic"], q["question"], right))
     return topics, questions
-
-
-def pct(values: list[float], p: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
 
 
 def scores(ranked: dict[str, list[str]], questions: list[Question]) -> dict[str, float]:
@@ -197,7 +193,7 @@ def main() -> None:
     for which, qs in sets.items():
         print(f"{which} questions ({len(qs)}):")
         for label, by_question in ranked.items():
-            latency = (f"   search p50 {pct(took[label], 50) * 1000:5.1f} ms  p95 {pct(took[label], 95) * 1000:5.1f} ms"
+            latency = (f"   search p50 {pct(took[label], 0.50) * 1000:5.1f} ms  p95 {pct(took[label], 0.95) * 1000:5.1f} ms"
                        if label in took else "   (fused here from the two lists above)")
             print(line(label, scores(by_question, qs), latency))
     print(f"target on the embedded default (hybrid, held-out): recall@5 >= {TARGET['recall@5']}, "
