@@ -122,20 +122,18 @@ async def store_ids(ctx: ToolContext) -> tuple[list[str], list[str]]:
     return [w for w in wanted if w in live], [w for w in of_thread if w in live]
 
 
-async def wait_until_ready(ctx: ToolContext, stores: list[str], deadline: float) -> bool:
+async def wait_until_ready(ctx: ToolContext, stores: list[str], deadline: float) -> None:
     """Wait until no file of ``stores`` is ``in_progress``, or the epoch time ``deadline``, or the
-    run is asked to stop. Returns whether they are ready."""
-    if not stores:
-        return True
+    run is asked to stop."""
     pause = READY_PAUSES[0]
-    while True:
+    while stores:
         async with ctx.db.read() as session:
             if not await vector_stores.ingesting(session, stores):
-                return True
+                return
         left = deadline - time.time()
         if left <= 0 or ctx.cancelled():
             log.info("run %s searches its thread's vector stores with files still being ingested", ctx.run.id)
-            return False
+            return
         await asyncio.sleep(min(pause, left))
         pause = min(pause * 2, READY_PAUSES[1])
 
