@@ -37,12 +37,15 @@ COPY src ./src
 RUN touch README.md \
  && pip install -q --no-deps -e . \
  && python3 -m compileall -q src migrations \
+ && python3 -c "from pathlib import Path; from assistantd.vector_stores.embeddings import derive_model; derive_model(Path('/opt/assistantd/models'))" \
  && groupadd --system --gid 10001 assistantd \
  && useradd --system --uid 10001 --gid assistantd --home-dir /home/assistantd --create-home \
         --shell /usr/sbin/nologin assistantd \
  && install -d -o assistantd -g assistantd -m 0750 /data
 
-ENV ASSISTANTD_DATA_DIR=/data
+# The local embedding model's 8-bit file, made above (embeddings.derive_model), not at each start.
+ENV ASSISTANTD_DATA_DIR=/data \
+    ASSISTANTD_MODEL_CACHE_DIR=/opt/assistantd/models
 VOLUME ["/data"]
 USER assistantd
 EXPOSE 8000

@@ -98,6 +98,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 from bench.openloop import pct  # noqa: E402
+from tests.support.server import MODELS_DIR  # noqa: E402
 from assistantd.vector_stores import ivf  # noqa: E402
 from assistantd.vector_stores import search  # noqa: E402
 from assistantd.vector_stores.search import StoreVectors, _vector  # noqa: E402
@@ -195,7 +196,7 @@ def real(max_rows: int, queries: int, seed: int = 0) -> tuple[np.ndarray, np.nda
     extra = _docstring_lines(corpus)
     rng = np.random.default_rng(seed)
     picked = [extra[i] for i in np.sort(rng.choice(len(extra), max(0, queries - len(asked)), replace=False))]
-    embedder = LocalEmbedder(threads=THREADS)
+    embedder = LocalEmbedder(MODELS_DIR, threads=THREADS)
     embedder.warm_up()
     started = time.perf_counter()
     base = embedder.embed_sync(texts)

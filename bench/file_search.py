@@ -65,7 +65,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from stream_overhead import pct, start_fake  # noqa: E402
-from tests.support.server import ServerProcess  # noqa: E402
+from tests.support.server import MODELS_DIR, ServerProcess  # noqa: E402
 
 from assistantd.api.auth import OPEN_TENANT  # noqa: E402
 from assistantd.ids import new_id  # noqa: E402
@@ -345,7 +345,7 @@ class Direct:
         self.db, self.mode = db, mode
         self.loop = asyncio.new_event_loop()
         self.database = Database(Settings(data_dir=data_dir, database_url=database_url).sqlalchemy_url)
-        self.local = LocalEmbedder() if mode == "local" else None
+        self.local = LocalEmbedder(MODELS_DIR) if mode == "local" else None
         if self.local:
             self.local.warm_up()
         self.http = httpx.Client(base_url=upstream, timeout=60) if mode.startswith("upstream:") else None

@@ -360,3 +360,57 @@ def test_a_cancel_ends_the_wait_for_a_store(spawn):
     assert time.monotonic() - started < 5
     assert client.vector_stores.files.retrieve(doc.id, vector_store_id=store_id).status == "in_progress"
     client.close()
+
+
+def _chunk_sql(server, statement: str, *args):
+    """Run ``statement`` (``$1``-style parameters) on the server's database; its rows as tuples."""
+    import asyncio
+    import sqlite3
+
+    url = server.env.get("ASSISTANTD_DATABASE_URL")
+    if not url:
+        with sqlite3.connect(server.data_dir / "assistantd.db") as db:
+            return db.execute(statement.replace("$1", "?").replace("$2", "?"), args).fetchall()
+
+    import asyncpg
+
+    async def run():
+        conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+        try:
+            return [tuple(r) for r in await conn.fetch(statement, *args)]
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
+def test_chunks_of_the_earlier_local_model_are_embedded_again(spawn):
+    """A store whose vectors the earlier (float32) form of the local model made: the server that
+    starts on it embeds its chunks again with the 8-bit model, and then finds paraphrases by
+    their meaning, as before."""
+    import numpy as np
+
+    from assistantd.vector_stores.embeddings import LEGACY_LOCAL_MODEL_IDS, LOCAL_MODEL_ID
+
+    server = spawn("reembed")
+    client = make_client(server.base_url)
+    store, _ = _corpus_store(client)
+    before = dict(_chunk_sql(server, "SELECT seq, embedding FROM chunks WHERE embedding_model = $1", LOCAL_MODEL_ID))
+    assert len(before) == len(CORPUS)
+    server.stop()
+    # As an earlier version left them: another model's id, and vectors that are not this model's.
+    _chunk_sql(server, "UPDATE chunks SET embedding_model = $1, embedding = $2", LEGACY_LOCAL_MODEL_IDS[0],
+               np.full(384, 384 ** -0.5, dtype="<f4").tobytes())
+    server.start(timeout=120)
+    client.vector_stores.search(store.id, query="Who won the soccer game?")  # (cached while it is redone)
+    wait_for(lambda: not _chunk_sql(server, "SELECT seq FROM chunks WHERE embedding_model = $1",
+                                    LEGACY_LOCAL_MODEL_IDS[0]), timeout=60)
+    after = dict(_chunk_sql(server, "SELECT seq, embedding FROM chunks WHERE embedding_model = $1", LOCAL_MODEL_ID))
+    assert after.keys() == before.keys()
+    for seq, vector in before.items():
+        np.testing.assert_allclose(np.frombuffer(after[seq], "<f4"), np.frombuffer(vector, "<f4"), atol=1e-5)
+    for question, expected in QUESTIONS.items():
+        top = client.vector_stores.search(store.id, query=question, max_num_results=1).data
+        assert top and top[0].filename == expected, (question, top)
+    assert "embedded 10 chunks again" in server.log()
+    client.close()

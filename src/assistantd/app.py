@@ -31,7 +31,7 @@ from assistantd.runs.router import router as runs_router
 from assistantd.threads.router import router as threads_router
 from assistantd.tools.registry import ToolRegistry, ToolServices
 from assistantd.upstream.client import UpstreamClient
-from assistantd.vector_stores import embeddings, pgvector
+from assistantd.vector_stores import embeddings, pgvector, reembed
 from assistantd.vector_stores.ingest import INTERVAL_SECONDS as INGEST_INTERVAL, Ingester
 from assistantd.vector_stores.search import Searcher
 from assistantd.vector_stores.router import router as vector_stores_router
@@ -82,12 +82,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_line_bytes=settings.upstream_max_line_bytes,
         )
         await to_thread.run_sync(tokens.warm_up)
-        embedder = embeddings.from_setting(settings.embeddings, app.state.upstream)
+        embedder = embeddings.from_setting(settings.embeddings, app.state.upstream, settings.models_dir)
         query_embedder = embedder
         if isinstance(embedder, embeddings.LocalEmbedder):
             # Ingestion batches use both cores; a query is one short text, embedded on one
             # thread beside the search's other work (two threads there only contend).
-            query_embedder = embeddings.LocalEmbedder(threads=1)
+            query_embedder = embeddings.LocalEmbedder(settings.models_dir, threads=1)
             for model in (embedder, query_embedder):  # load and check the model now, not on first use
                 await to_thread.run_sync(model.warm_up)
         pg = await pgvector.prepare(app.state.db) if embedder is not None else None
@@ -106,6 +106,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.worker = RunWorker(executor, app.state.store, queue, settings.max_concurrent_runs)
         await app.state.worker.start()
         ingester = Ingester(app.state.db, app.state.files, embedder, pg, app.state.bus)
+        cache = app.state.searcher.cache
+        app.state.bus.on_signal(reembed.VECTORS_CHANGED, cache.forget)
+
+        def vectors_changed(stores) -> None:
+            for store in stores:
+                cache.forget(store)
+                app.state.bus.broadcast(reembed.VECTORS_CHANGED, store)
+
         tasks = [
             asyncio.create_task(app.state.workers.beat_forever()),
             asyncio.create_task(_supervise("file expiry", settings.file_sweep_seconds, sweep_expired, app.state)),
@@ -114,6 +122,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             asyncio.create_task(_supervise("vector store ingestion", INGEST_INTERVAL, ingester.drain,
                                            woken=ingester.woken)),
         ]
+        if isinstance(embedder, embeddings.LocalEmbedder):  # chunks of an earlier form of the model
+            tasks.append(asyncio.create_task(reembed.reembed_all(app.state.db, embedder, pg, vectors_changed)))
         # The objects made so far (modules, tables, schemas, the token tables) live as long as the
         # process: moved out of the cyclic collector's reach, its full collections under load no
         # longer scan them (each one held the event loop for tens of ms: the p99 of a stream's start).

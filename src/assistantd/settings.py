@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     upstream_api_key: str | None = None
     model_map_raw: str = Field(default="", validation_alias="ASSISTANTD_MODEL_MAP")
     embeddings: str = "local"
+    # Where the local embedding model's 8-bit file is made and kept (default: <data_dir>/models).
+    model_cache_dir: Path | None = None
     sandbox_image: str = "assistantd-sandbox:latest"
     # Code interpreter sandboxes (one per thread): limits and pool.
     sandbox_memory: str = "512m"
@@ -103,6 +105,10 @@ class Settings(BaseSettings):
     @property
     def files_dir(self) -> Path:
         return self.data_dir / "files"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.model_cache_dir or self.data_dir / "models"
 
     @property
     def sqlalchemy_url(self) -> str:

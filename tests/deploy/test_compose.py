@@ -69,13 +69,19 @@ def stack(images, tmp_path_factory):
 
 @stack_only
 def test_server_image_loads_the_embedding_model_offline(images):
-    """The local embedding model ships in the image and loads with no network at all."""
-    code = ("from assistantd.vector_stores.embeddings import LocalEmbedder; import asyncio; "
-            "m = LocalEmbedder(threads=1); m.warm_up(); v = asyncio.run(m.embed(['hello world'])); print(v.shape)")
+    """The local embedding model ships in the image (its 8-bit file made at build time) and loads
+    with no network at all."""
+    code = ("from assistantd.vector_stores.embeddings import LocalEmbedder, derive_model; "
+            "from assistantd.settings import Settings; import asyncio, os; "
+            "d = Settings().models_dir; made = sorted(os.listdir(d)); m = LocalEmbedder(d, threads=1); "
+            "print(m.warm_up()); assert sorted(os.listdir(d)) == made, 'derived at start'; "
+            "v = asyncio.run(m.embed(['hello world'])); print(v.shape)")
     result = subprocess.run(["docker", "run", "--rm", "--network", "none", SERVER_IMAGE, "python3", "-c", code],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]
     assert result.stdout.strip().endswith("(1, 384)")
+    # The 8-bit model was made when the image was built, and answers its probe texts as pinned.
+    assert float(result.stdout.split()[0]) >= 0.999, result.stdout
     user = subprocess.run(["docker", "run", "--rm", "--network", "none", SERVER_IMAGE, "id", "-u"],
                           capture_output=True, text=True, timeout=120)
     assert user.stdout.strip() not in ("", "0"), "the server image must not run as root"

@@ -7,10 +7,16 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import httpx
+
+
+# One home for the local embedding model's derived file, shared by every server a test or a
+# benchmark starts (each has its own data dir; making the file takes about two seconds).
+MODELS_DIR = Path(tempfile.gettempdir()) / "assistantd-test-models"
 
 
 def free_port() -> int:
@@ -28,6 +34,7 @@ class ServerProcess:
         self.data_dir, self.serve_args = data_dir, serve_args
         self.port = free_port()
         self.env = {**os.environ, "ASSISTANTD_DATA_DIR": str(data_dir), **env}
+        self.env.setdefault("ASSISTANTD_MODEL_CACHE_DIR", str(MODELS_DIR))
         self.env.pop("ASSISTANTD_DATABASE_URL", None)
         if database_url:
             self.env["ASSISTANTD_DATABASE_URL"] = database_url

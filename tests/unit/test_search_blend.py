@@ -58,3 +58,40 @@ def test_rankings_setting_picks_what_a_search_makes():
     finally:
         for searcher in (hybrid, lexical, vector):
             searcher.close()
+
+
+def _vectors(completed: dict[str, int], rows: int) -> StoreVectors:
+    return StoreVectors(files_seen=dict(completed), seqs=np.arange(rows, dtype=np.int64),
+                        files=np.zeros(rows, np.int32), file_ids=["f"], vectors=np.eye(max(rows, 1), 4, dtype=np.float32)[:rows])
+
+
+def test_a_forgotten_store_is_read_again_and_a_load_under_way_is_not_kept():
+    import asyncio
+
+    from assistantd.vector_stores.search import VectorCache
+
+    cache, loads = VectorCache(), []
+
+    async def load(session, key, completed, base):
+        loads.append(key)
+        await asyncio.sleep(0)
+        if len(loads) == 2:
+            cache.forget("vs_a")  # the vectors change while this load reads them
+        return _vectors(completed, len(loads))
+
+    cache._load = load
+    completed = {"f": 1}
+
+    async def scenario():
+        first = await cache.get(None, "vs_a", "m", completed)
+        assert await cache.get(None, "vs_a", "m", completed) is first and len(loads) == 1  # cached
+        cache.forget("vs_a")
+        second = await cache.get(None, "vs_a", "m", completed)  # read again; forgotten meanwhile
+        assert len(loads) == 2 and len(second.seqs) == 2
+        third = await cache.get(None, "vs_a", "m", completed)  # so it was not kept
+        assert len(loads) == 3 and len(third.seqs) == 3
+        assert await cache.get(None, "vs_a", "m", completed) is third  # this one was
+        cache.forget("vs_b")  # another store's change leaves this one cached
+        assert await cache.get(None, "vs_a", "m", completed) is third and len(loads) == 3
+
+    asyncio.run(scenario())

@@ -166,11 +166,15 @@ class VectorCache:
     in a thread after it is loaded, without holding up searches: they scan exactly until the
     indexed copy replaces the entry (if the entry has not changed meanwhile; otherwise the next
     search starts another build). Appended rows are scanned exactly until enough of them gather
-    for a new build."""
+    for a new build.
+
+    Vectors that change under completed files (:mod:`assistantd.vector_stores.reembed`) are told
+    with :meth:`forget`; a load under way then is used for its search but not kept."""
 
     def __init__(self, max_bytes: int = 1 << 30) -> None:
         self.max_bytes = max_bytes
         self._entries: collections.OrderedDict[tuple[str, str], StoreVectors] = collections.OrderedDict()
+        self._forgotten: dict[str, int] = {}  # store → how many times its vectors were forgotten
         self._building: dict[tuple[str, str], asyncio.Task] = {}
         self._loading: dict[tuple[str, str], tuple[dict[str, int], StoreVectors | None, asyncio.Future]] = {}
 
@@ -181,7 +185,10 @@ class VectorCache:
         entry = self._entries.get(key)
         if entry is None or entry.files_seen != completed:
             kept = entry is not None and all(completed.get(f) == s for f, s in entry.files_seen.items())
+            forgotten = self._forgotten.get(vector_store_id)
             entry = await self._load(session, key, completed, entry if kept else None)
+            if self._forgotten.get(vector_store_id) != forgotten:
+                return entry if len(entry.seqs) else None
             self._entries[key] = entry
             while sum(e.nbytes for e in self._entries.values()) > self.max_bytes and len(self._entries) > 1:
                 self._entries.popitem(last=False)
@@ -189,6 +196,14 @@ class VectorCache:
         if entry.needs_index and key not in self._building:
             self._building[key] = asyncio.create_task(self._index(key, entry), name=f"ivf-{vector_store_id}")
         return entry if len(entry.seqs) else None
+
+    def forget(self, vector_store_id: str) -> None:
+        """The store's vectors changed: its next search reads them again."""
+        self._forgotten[vector_store_id] = self._forgotten.get(vector_store_id, 0) + 1
+        for key in [k for k in self._entries if k[0] == vector_store_id]:
+            del self._entries[key]
+        for key in [k for k in self._loading if k[0] == vector_store_id]:
+            del self._loading[key]  # (its waiters still get it; a new search starts another)
 
     async def _index(self, key: tuple[str, str], entry: StoreVectors) -> None:
         try:
