@@ -27,7 +27,7 @@ PostgreSQL), then:
    up to ``--queries`` timed ones (a series stops early past ``--max-seconds``, to bound the run);
 3. the same searches done directly, in this process, without the server (HTTP, routing, the
    store/file lookups, the result rows): the server's own lexical ranking
-   (``search._lexical``: its word selection and SQL, ``_SQLITE_LEXICAL`` / ``_POSTGRES_LEXICAL``,
+   (``search._lexical``: its word selection and SQL, ``_SQLITE_LEXICAL`` / ``_postgres_lexical``,
    on the server's database layer), the query embedding (local model in process, or one POST to
    the fake upstream's /embeddings) and the vector ranking (the server's ``search._vector`` over
    the store's matrix, loaded once and untimed like the server's cache, and indexed as the

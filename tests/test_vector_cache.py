@@ -93,13 +93,23 @@ def test_cache_appends_new_chunks_and_reloads_after_removals(databases):
     asyncio.run(scenario())
 
 
-def test_lexical_query_keeps_the_rarest_words_within_the_postings_budget(databases, monkeypatch):
-    """SQLite: the words of a query are matched rarest first until their chunks add up to the
-    budget, so a common word cannot make one query rank the whole index."""
+async def _chosen(session, words: list[str]) -> tuple[list[str], bool]:
+    """The words a lexical query matches, and whether together: SQLite's choice from FTS5's
+    vocabulary, PostgreSQL's from its count of the store's words (with their weights)."""
     from assistantd.vector_stores import search
 
-    if databases.backend != "sqlite":
-        pytest.skip("the postings budget reads SQLite's FTS5 vocabulary")
+    if session.bind.dialect.name == "sqlite":
+        return await search._within_budget(session, words)
+    weights, together = await search._postgres_words(session, "vs_1", words)
+    assert all(weight > 0 for weight in weights.values())
+    return list(weights), together
+
+
+def test_lexical_query_keeps_the_rarest_words_within_the_postings_budget(databases, monkeypatch):
+    """The words of a query are matched rarest first until their chunks add up to the budget,
+    so a common word cannot make one query rank the whole index."""
+    from assistantd.vector_stores import search
+
     settings = _migrated(databases, "budget")
     monkeypatch.setattr(search, "POSTINGS_BUDGET", 10)
     # 'common' is in all 30 chunks, 'middling' in 6, 'rare' in 2; 'absent' in none.
@@ -112,7 +122,7 @@ def test_lexical_query_keeps_the_rarest_words_within_the_postings_budget(databas
             await _add_store(db)
             await _add_chunks(db, "f", texts=texts)
             async with db.read() as session:
-                kept = await search._within_budget(session, ["common", "absent", "middling", "rare"])
+                kept = await _chosen(session, ["common", "absent", "middling", "rare"])
                 ranked = list(await search._lexical(session, "vs_1", ["common middling rare absent"], None, 100))
                 only_common = list(await search._lexical(session, "vs_1", ["common"], None, 100))
             return kept, ranked, only_common
@@ -214,12 +224,10 @@ def test_cache_indexes_a_large_store_in_the_background_and_scans_rows_added_sinc
 
 
 def test_lexical_query_of_only_common_words_matches_the_two_rarest_together(databases, monkeypatch):
-    """SQLite: when even the rarest word of a query is over the postings budget, the chunks
-    holding both of the two rarest words are ranked, unless fewer than asked for hold both."""
+    """When even the rarest word of a query is over the postings budget, the chunks holding
+    both of the two rarest words are ranked, unless fewer than asked for hold both."""
     from assistantd.vector_stores import search
 
-    if databases.backend != "sqlite":
-        pytest.skip("the postings budget reads SQLite's FTS5 vocabulary")
     settings = _migrated(databases, "budget-and")
     monkeypatch.setattr(search, "POSTINGS_BUDGET", 5)
     # 'alpha' is in chunks 0-7, 'beta' in 5-14 (both: 5, 6, 7), 'gamma' in all 20.
@@ -232,7 +240,7 @@ def test_lexical_query_of_only_common_words_matches_the_two_rarest_together(data
             await _add_store(db)
             await _add_chunks(db, "f", texts=texts)
             async with db.read() as session:
-                chosen = await search._within_budget(session, ["gamma", "beta", "alpha"])
+                chosen = await _chosen(session, ["gamma", "beta", "alpha"])
                 both = list(await search._lexical(session, "vs_1", ["gamma beta alpha"], None, 3))
                 fallback = list(await search._lexical(session, "vs_1", ["gamma beta alpha"], None, 5))
             return chosen, both, fallback
@@ -245,6 +253,30 @@ def test_lexical_query_of_only_common_words_matches_the_two_rarest_together(data
     # Five asked for, three hold both: the chunks with the rarest word, alpha, are ranked, the
     # shorter ones (alpha without beta) first.
     assert set(fallback) == {1, 2, 3, 4, 5}
+
+
+def test_a_rare_word_outranks_a_common_word_said_often(databases):
+    """The lexical ranking weighs a word by how rare it is in the store (BM25's IDF; on
+    PostgreSQL ``ts_rank`` alone would rank the chunk saying 'ledger' four times first)."""
+    from assistantd.vector_stores import search
+
+    settings = _migrated(databases, "idf")
+    texts = (["ledger ledger ledger ledger entries kept"] + ["ledger entries kept here"] * 9
+             + ["zeppelin entries kept here"])
+
+    async def scenario():
+        db = Database(settings.sqlalchemy_url)
+        try:
+            await _add_store(db)
+            await _add_chunks(db, "f", texts=texts)
+            async with db.read() as session:
+                return list(await search._lexical(session, "vs_1", ["ledger zeppelin"], None, 11))
+        finally:
+            await db.dispose()
+
+    ranked = asyncio.run(scenario())
+    assert ranked[0] == 11  # seq = i + 1: the one chunk with 'zeppelin'
+    assert ranked[1] == 1 and len(ranked) == 11  # then the one saying 'ledger' most
 
 
 def test_a_cold_load_on_sqlite_runs_once_in_a_thread_for_concurrent_searches(databases, monkeypatch):

@@ -4,12 +4,13 @@ Two rankings of the store's chunks, restricted to the files whose ``attributes``
 filters, are blended by their scores:
 
 - lexical: the database's full-text index — SQLite FTS5 ranked by its ``bm25()``, PostgreSQL's
-  ``tsvector`` ranked by ``ts_rank`` — over the query's words (OR) less English function words
+  ``tsvector`` ranked by ``ts_rank`` with BM25's word weights — over the query's words (OR) less English function words
   (unless the query has nothing else). Both split words the same way
   (lower-cased, no stemming: the ``simple`` configuration and ``unicode61``), so
-  a word matches alike on both; inflections and synonyms are the vector ranking's part. On
-  SQLite the rarest words are kept within :data:`POSTINGS_BUDGET` (a query of common words
-  only matches its two rarest together);
+  a word matches alike on both; inflections and synonyms are the vector ranking's part. The
+  rarest words are kept within :data:`POSTINGS_BUDGET` (a query of common words only matches
+  its two rarest together); on PostgreSQL each word's ``ts_rank`` is weighted by its inverse
+  document frequency, which ``ts_rank`` alone lacks;
 - vector: cosine similarity between the query's embedding and the chunks'. On PostgreSQL with
   pgvector, by an HNSW index there (:mod:`assistantd.vector_stores.pgvector`); otherwise in
   process with numpy over the store's vectors, cached per store (:class:`VectorCache`), through
@@ -32,7 +33,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import functools
 import logging
+import math
 import operator
 import re
 from dataclasses import dataclass, field
@@ -40,7 +43,7 @@ from typing import Any
 
 import numpy as np
 from anyio import to_thread
-from sqlalchemy import bindparam, select, text
+from sqlalchemy import TextClause, bindparam, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from assistantd.db.models import Chunk, File, VectorStoreFile
@@ -70,6 +73,7 @@ CANDIDATES = 100  # taken from each ranking before they are blended (at least ma
 # that holds a common word costs ~5 µs a chunk (half a second at 100k), and such a word weighs
 # little in BM25; the vector ranking still sees the whole query.
 POSTINGS_BUDGET = 5000
+IDF_SAMPLE = 2000  # PostgreSQL: the chunks of a store whose words are counted for its IDF
 MAX_QUERY_TERMS = 64
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)  # letters and digits, as FTS5's unicode61 and tsvector split
 
@@ -287,13 +291,62 @@ _SQLITE_LEXICAL_FILES = text(
     "SELECT c.seq, -bm25(chunks_fts, 1.0, 0.0) FROM chunks_fts JOIN chunks AS c ON c.seq = chunks_fts.rowid "
     "WHERE chunks_fts MATCH :match AND c.file_id IN :files "
     "ORDER BY bm25(chunks_fts, 1.0, 0.0) LIMIT :limit").bindparams(bindparam("files", expanding=True))
-_POSTGRES_LEXICAL = text(
-    "SELECT seq, ts_rank(tsv, q) AS rank FROM chunks, to_tsquery('simple', :match) AS q "
-    "WHERE vector_store_id = :store AND tsv @@ q ORDER BY rank DESC, seq LIMIT :limit")
-_POSTGRES_LEXICAL_FILES = text(
-    "SELECT seq, ts_rank(tsv, q) AS rank FROM chunks, to_tsquery('simple', :match) AS q "
-    "WHERE vector_store_id = :store AND file_id IN :files AND tsv @@ q "
-    "ORDER BY rank DESC, seq LIMIT :limit").bindparams(bindparam("files", expanding=True))
+
+
+@functools.lru_cache(maxsize=2 * MAX_QUERY_TERMS)
+def _postgres_lexical(words: int, restricted: bool) -> TextClause:
+    """PostgreSQL: BM25's weighting over ``ts_rank``. ``ts_rank`` scores how often and where a
+    chunk holds the query's words, but weighs a common word as much as a rare one; here each word
+    (``:w0`` …) is ranked on its own (normalised by 1 + log of the chunk's length, as BM25 weighs
+    long chunks down; no normalisation, and normalisation 32, ranked worse on bench/retrieval.py's
+    tuning questions) and weighted by its inverse document frequency (``:i0`` …,
+    :func:`_postgres_words`)."""
+    within = "vector_store_id = :store" + (" AND file_id IN :files" if restricted else "")
+    queries = ", ".join(f"to_tsquery('simple', :w{i}) AS q{i}" for i in range(words))
+    rank = " + ".join(f"ts_rank(c.tsv, w.q{i}, 1) * :i{i}" for i in range(words))
+    statement = text(
+        f"SELECT c.seq, {rank} AS rank FROM chunks AS c, (SELECT {queries}) AS w "
+        f"WHERE {within} AND c.tsv @@ to_tsquery('simple', :match) ORDER BY rank DESC, c.seq LIMIT :limit")
+    return statement.bindparams(bindparam("files", expanding=True)) if restricted else statement
+
+
+@functools.lru_cache(maxsize=MAX_QUERY_TERMS)
+def _postgres_counts(words: int) -> TextClause:
+    """The store's chunks, how many of them a sample held, and how many of those held each word."""
+    counts = ", ".join(f"count(*) FILTER (WHERE tsv @@ to_tsquery('simple', :w{i}))" for i in range(words))
+    return text(
+        "WITH s AS MATERIALIZED (SELECT tsv FROM chunks WHERE vector_store_id = :store LIMIT :sample) "
+        f"SELECT (SELECT count(*) FROM chunks WHERE vector_store_id = :store), count(*), {counts} FROM s")
+
+
+async def _postgres_words(session: AsyncSession, store: str, words: list[str]) -> tuple[dict[str, float], bool]:
+    """The words to match, each with its inverse document frequency in the store (BM25's
+    ``ln(1 + (N − n + 0.5) / (n + 0.5))``), and whether to match them together (AND).
+
+    Like :func:`_within_budget` on SQLite: the words the store holds, rarest first, as many as
+    fit :data:`POSTINGS_BUDGET`, or the two rarest together when even the rarest is over it. A
+    word's count ``n`` is taken from :data:`IDF_SAMPLE` of the store's chunks (all of them in a
+    smaller store) and scaled to the store; a word that no sampled chunk holds counts as half a
+    chunk (it is rare, or absent: then it matches nothing)."""
+    params = {"store": store, "sample": IDF_SAMPLE} | {f"w{i}": f"'{w}'" for i, w in enumerate(words)}
+    total, sampled, *found = (await session.execute(_postgres_counts(len(words)), params)).one()
+    if not total:
+        return {}, False
+    held = {w: n * total / sampled for w, n in zip(words, found) if n or sampled < total}
+    count = {w: max(n, 0.5) for w, n in held.items()}
+    present = sorted(count, key=count.__getitem__)
+
+    def idf(words: list[str]) -> dict[str, float]:
+        return {w: math.log(1 + (total - count[w] + 0.5) / (count[w] + 0.5)) for w in words}
+    if len(present) >= 2 and count[present[0]] > POSTINGS_BUDGET:
+        return idf(present[:2]), True
+    kept, postings = [], 0.0
+    for word in present:
+        if kept and postings + count[word] > POSTINGS_BUDGET:
+            break
+        kept.append(word)
+        postings += count[word]
+    return idf(kept), False
 
 
 # Table columns: statements over them return plain rows, with no ORM loading step.
@@ -315,9 +368,22 @@ async def _lexical(session: AsyncSession, store: str, queries: list[str], files:
     if files is not None:
         params["files"] = files
     if not sqlite:
+        weights, together = await _postgres_words(session, store, words)
+        if not weights:
+            return {}
+        words = list(weights)
+        statement = _postgres_lexical(len(words), files is not None)
+        params.update({f"w{i}": f"'{w}'" for i, w in enumerate(words)})
+        params.update({f"i{i}": weights[w] for i, w in enumerate(words)})
+        if together:
+            params["match"] = f"'{words[0]}' & '{words[1]}'"
+            found = {seq: float(rank) for seq, rank in (await session.execute(statement, params)).all()}
+            if len(found) >= limit:
+                return found
+            words = words[:1]  # too few chunks hold both: rank those holding the rarer one
+            statement = _postgres_lexical(1, files is not None)
         params["match"] = " | ".join(f"'{w}'" for w in words)
-        statement = _POSTGRES_LEXICAL if files is None else _POSTGRES_LEXICAL_FILES
-        return dict((await session.execute(statement, params)).all())
+        return {seq: float(rank) for seq, rank in (await session.execute(statement, params)).all()}
     words, together = await _within_budget(session, words)
     if not words:
         return {}
