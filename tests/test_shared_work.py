@@ -129,6 +129,49 @@ def test_each_file_is_ingested_once_by_three_replicas(replicas, fake_upstream, d
     no_failed_jobs(servers)
 
 
+@pytest.mark.vector_search
+def test_chunks_of_the_earlier_local_model_are_embedded_again_once_by_two_replicas(replicas, databases):
+    """Two replicas starting together on chunks the earlier local model embedded: each chunk is
+    embedded again by one of them (``SKIP LOCKED``), to the vector the 8-bit model gives it."""
+    import random
+
+    import numpy as np
+
+    from assistantd.vector_stores.embeddings import LEGACY_LOCAL_MODEL_IDS, LOCAL_MODEL_ID
+
+    servers = replicas(2, "shared-reembed", ASSISTANTD_EMBEDDINGS="local")
+    url = servers[0].env["ASSISTANTD_DATABASE_URL"]
+    client = make_client(servers[0].base_url)
+    rng = random.Random(7)
+    vocabulary = [f"w{i}" for i in range(3000)]
+    store = client.vector_stores.create(chunking_strategy={
+        "type": "static", "static": {"max_chunk_size_tokens": 100, "chunk_overlap_tokens": 0}})
+    for i in range(24):
+        text = " ".join(rng.choice(vocabulary) for _ in range(2000))
+        client.vector_stores.files.upload_and_poll(vector_store_id=store.id, file=(f"f{i}.txt", text.encode()),
+                                                   poll_interval_ms=100)
+    before = {r["seq"]: r["embedding"] for r in pg(url, "SELECT seq, embedding FROM chunks WHERE embedding_model = $1",
+                                                    LOCAL_MODEL_ID)}
+    assert len(before) > 200
+    for server in servers:
+        server.stop()
+    pg(url, "UPDATE chunks SET embedding_model = $1", LEGACY_LOCAL_MODEL_IDS[0])
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda s: s.start(timeout=120), servers))
+    wait_for(lambda: not pg(url, "SELECT 1 FROM chunks WHERE embedding_model <> $1 LIMIT 1", LOCAL_MODEL_ID),
+             timeout=120)
+    after = {r["seq"]: r["embedding"] for r in pg(url, "SELECT seq, embedding FROM chunks")}
+    assert after.keys() == before.keys()
+    for seq, vector in before.items():
+        np.testing.assert_allclose(np.frombuffer(after[seq], "<f4"), np.frombuffer(vector, "<f4"), atol=1e-5)
+    # Each chunk once over both logs (a log line is written once a process has nothing left).
+    wait_for(lambda: sum(int(n) for s in servers for n in re.findall(r"embedded (\d+) chunks again", full_log(s)))
+             >= len(before), timeout=30)
+    done = [sum(int(n) for n in re.findall(r"embedded (\d+) chunks again", full_log(s))) for s in servers]
+    assert sum(done) == len(before), done
+    no_failed_jobs(servers)
+
+
 def test_each_run_expires_once_with_two_replicas(replicas, fake_upstream):
     servers = replicas(2, "shared-expiry", ASSISTANTD_RUN_EXPIRY_SECONDS="3")
     runs = []
