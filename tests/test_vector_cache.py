@@ -93,6 +93,24 @@ def test_cache_appends_new_chunks_and_reloads_after_removals(databases):
     asyncio.run(scenario())
 
 
+def _on_chunks(databases, name: str, texts: list[str], work):
+    """``await work(session)`` on a fresh database whose store ``vs_1`` holds ``texts`` as the
+    chunks of one file (chunk i has seq i + 1)."""
+    settings = _migrated(databases, name)
+
+    async def scenario():
+        db = Database(settings.sqlalchemy_url)
+        try:
+            await _add_store(db)
+            await _add_chunks(db, "f", texts=texts)
+            async with db.read() as session:
+                return await work(session)
+        finally:
+            await db.dispose()
+
+    return asyncio.run(scenario())
+
+
 async def _chosen(session, words: list[str]) -> tuple[list[str], bool]:
     """The words a lexical query matches, and whether together: SQLite's choice from FTS5's
     vocabulary, PostgreSQL's from its count of the store's words (with their weights)."""
@@ -110,26 +128,18 @@ def test_lexical_query_keeps_the_rarest_words_within_the_postings_budget(databas
     so a common word cannot make one query rank the whole index."""
     from assistantd.vector_stores import search
 
-    settings = _migrated(databases, "budget")
     monkeypatch.setattr(search, "POSTINGS_BUDGET", 10)
     # 'common' is in all 30 chunks, 'middling' in 6, 'rare' in 2; 'absent' in none.
     texts = [" ".join(["common"] + (["middling"] if i % 5 == 0 else []) + (["rare"] if i in (3, 17) else []))
              for i in range(30)]
 
-    async def scenario():
-        db = Database(settings.sqlalchemy_url)
-        try:
-            await _add_store(db)
-            await _add_chunks(db, "f", texts=texts)
-            async with db.read() as session:
-                kept = await _chosen(session, ["common", "absent", "middling", "rare"])
-                ranked = list(await search._lexical(session, "vs_1", ["common middling rare absent"], None, 100))
-                only_common = list(await search._lexical(session, "vs_1", ["common"], None, 100))
-            return kept, ranked, only_common
-        finally:
-            await db.dispose()
+    async def work(session):
+        kept = await _chosen(session, ["common", "absent", "middling", "rare"])
+        ranked = list(await search._lexical(session, "vs_1", ["common middling rare absent"], None, 100))
+        only_common = list(await search._lexical(session, "vs_1", ["common"], None, 100))
+        return kept, ranked, only_common
 
-    (kept, together), ranked, only_common = asyncio.run(scenario())
+    (kept, together), ranked, only_common = _on_chunks(databases, "budget", texts, work)
     assert kept == ["rare", "middling"] and not together  # 2 + 6 chunks fit in 10; 'common' (30) does not
     # Chunk i has seq i + 1: those with 'rare' (i = 3, 17) rank first, then those with 'middling'.
     assert set(ranked[:2]) == {4, 18} and set(ranked[2:]) == {1, 6, 11, 16, 21, 26}
@@ -228,26 +238,18 @@ def test_lexical_query_of_only_common_words_matches_the_two_rarest_together(data
     both of the two rarest words are ranked, unless fewer than asked for hold both."""
     from assistantd.vector_stores import search
 
-    settings = _migrated(databases, "budget-and")
     monkeypatch.setattr(search, "POSTINGS_BUDGET", 5)
     # 'alpha' is in chunks 0-7, 'beta' in 5-14 (both: 5, 6, 7), 'gamma' in all 20.
     texts = [" ".join(["gamma"] + (["alpha"] if i < 8 else []) + (["beta"] if 5 <= i < 15 else []))
              for i in range(20)]
 
-    async def scenario():
-        db = Database(settings.sqlalchemy_url)
-        try:
-            await _add_store(db)
-            await _add_chunks(db, "f", texts=texts)
-            async with db.read() as session:
-                chosen = await _chosen(session, ["gamma", "beta", "alpha"])
-                both = list(await search._lexical(session, "vs_1", ["gamma beta alpha"], None, 3))
-                fallback = list(await search._lexical(session, "vs_1", ["gamma beta alpha"], None, 5))
-            return chosen, both, fallback
-        finally:
-            await db.dispose()
+    async def work(session):
+        chosen = await _chosen(session, ["gamma", "beta", "alpha"])
+        both = list(await search._lexical(session, "vs_1", ["gamma beta alpha"], None, 3))
+        fallback = list(await search._lexical(session, "vs_1", ["gamma beta alpha"], None, 5))
+        return chosen, both, fallback
 
-    chosen, both, fallback = asyncio.run(scenario())
+    chosen, both, fallback = _on_chunks(databases, "budget-and", texts, work)
     assert chosen == (["alpha", "beta"], True)  # 8 and 10 chunks: each alone is over 5
     assert set(both) == {6, 7, 8}  # seq = i + 1: the three chunks with alpha and beta
     # Five asked for, three hold both: the chunks with the rarest word, alpha, are ranked, the
@@ -260,21 +262,13 @@ def test_a_rare_word_outranks_a_common_word_said_often(databases):
     PostgreSQL ``ts_rank`` alone would rank the chunk saying 'ledger' four times first)."""
     from assistantd.vector_stores import search
 
-    settings = _migrated(databases, "idf")
     texts = (["ledger ledger ledger ledger entries kept"] + ["ledger entries kept here"] * 9
              + ["zeppelin entries kept here"])
 
-    async def scenario():
-        db = Database(settings.sqlalchemy_url)
-        try:
-            await _add_store(db)
-            await _add_chunks(db, "f", texts=texts)
-            async with db.read() as session:
-                return list(await search._lexical(session, "vs_1", ["ledger zeppelin"], None, 11))
-        finally:
-            await db.dispose()
+    async def work(session):
+        return list(await search._lexical(session, "vs_1", ["ledger zeppelin"], None, 11))
 
-    ranked = asyncio.run(scenario())
+    ranked = _on_chunks(databases, "idf", texts, work)
     assert ranked[0] == 11  # seq = i + 1: the one chunk with 'zeppelin'
     assert ranked[1] == 1 and len(ranked) == 11  # then the one saying 'ledger' most
 

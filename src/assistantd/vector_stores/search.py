@@ -334,19 +334,24 @@ async def _postgres_words(session: AsyncSession, store: str, words: list[str]) -
         return {}, False
     held = {w: n * total / sampled for w, n in zip(words, found) if n or sampled < total}
     count = {w: max(n, 0.5) for w, n in held.items()}
-    present = sorted(count, key=count.__getitem__)
+    kept, together = _rarest(count)
+    return {w: math.log(1 + (total - count[w] + 0.5) / (count[w] + 0.5)) for w in kept}, together
 
-    def idf(words: list[str]) -> dict[str, float]:
-        return {w: math.log(1 + (total - count[w] + 0.5) / (count[w] + 0.5)) for w in words}
-    if len(present) >= 2 and count[present[0]] > POSTINGS_BUDGET:
-        return idf(present[:2]), True
+
+def _rarest(counts: dict[str, float]) -> tuple[list[str], bool]:
+    """Of the words with a count (chunks holding them), the rarest first, as many as fit
+    :data:`POSTINGS_BUDGET`, and False; or, when even the rarest is over it, the two rarest, and
+    True (match them together)."""
+    present = sorted(counts, key=counts.__getitem__)
+    if len(present) >= 2 and counts[present[0]] > POSTINGS_BUDGET:
+        return present[:2], True
     kept, postings = [], 0.0
     for word in present:
-        if kept and postings + count[word] > POSTINGS_BUDGET:
+        if kept and postings + counts[word] > POSTINGS_BUDGET:
             break
         kept.append(word)
-        postings += count[word]
-    return idf(kept), False
+        postings += counts[word]
+    return kept, False
 
 
 # Table columns: statements over them return plain rows, with no ORM loading step.
@@ -412,16 +417,7 @@ async def _within_budget(session: AsyncSession, words: list[str]) -> tuple[list[
     caller falls back to the rarest word alone when they are too few). Counts are over the whole
     index, every store's chunks."""
     counts = dict((await session.execute(_DOCUMENT_COUNTS, {"words": words})).all())
-    present = sorted((w for w in words if counts.get(w)), key=counts.__getitem__)
-    if len(present) >= 2 and counts[present[0]] > POSTINGS_BUDGET:
-        return present[:2], True
-    kept, total = [], 0
-    for word in present:
-        if kept and total + counts[word] > POSTINGS_BUDGET:
-            break
-        kept.append(word)
-        total += counts[word]
-    return kept, False
+    return _rarest({w: counts[w] for w in words if counts.get(w)})
 
 
 def _vector(stored: StoreVectors, query_vectors: np.ndarray, files: list[str] | None, limit: int,
