@@ -4,8 +4,8 @@ Two rankings of the store's chunks, restricted to the files whose ``attributes``
 filters, are blended by their scores:
 
 - lexical: the database's full-text index — SQLite FTS5 ranked by its ``bm25()``, PostgreSQL's
-  ``tsvector`` ranked by ``ts_rank`` with BM25's word weights — over the query's words (OR) less English function words
-  (unless the query has nothing else). Both split words the same way
+  ``tsvector`` ranked by ``ts_rank`` with BM25's word weights — over the query's words (OR) less
+  English function words (unless the query has nothing else). Both split words the same way
   (lower-cased, no stemming: the ``simple`` configuration and ``unicode61``), so
   a word matches alike on both; inflections and synonyms are the vector ranking's part. The
   rarest words are kept within :data:`POSTINGS_BUDGET` (a query of common words only matches
@@ -368,40 +368,41 @@ async def _lexical(session: AsyncSession, store: str, queries: list[str], files:
     words = words[:MAX_QUERY_TERMS]
     if not words:
         return {}
-    sqlite = session.bind.dialect.name == "sqlite"
     params: dict[str, Any] = {"store": store, "limit": limit}
     if files is not None:
         params["files"] = files
-    if not sqlite:
+    if session.bind.dialect.name == "sqlite":
+        words, together = await _within_budget(session, words)
+        scope = f'store:"{store.replace("_", "").lower()}" AND '
+
+        def match(chosen: list[str], all_of: bool) -> str:
+            return scope + "text:(" + (" AND " if all_of else " OR ").join(f'"{w}"' for w in chosen) + ")"
+
+        def statement(chosen: list[str]) -> TextClause:
+            return _SQLITE_LEXICAL if files is None else _SQLITE_LEXICAL_FILES
+    else:
         weights, together = await _postgres_words(session, store, words)
-        if not weights:
-            return {}
         words = list(weights)
-        statement = _postgres_lexical(len(words), files is not None)
         params.update({f"w{i}": f"'{w}'" for i, w in enumerate(words)})
         params.update({f"i{i}": weights[w] for i, w in enumerate(words)})
-        if together:
-            params["match"] = f"'{words[0]}' & '{words[1]}'"
-            found = {seq: float(rank) for seq, rank in (await session.execute(statement, params)).all()}
-            if len(found) >= limit:
-                return found
-            words = words[:1]  # too few chunks hold both: rank those holding the rarer one
-            statement = _postgres_lexical(1, files is not None)
-        params["match"] = " | ".join(f"'{w}'" for w in words)
-        return {seq: float(rank) for seq, rank in (await session.execute(statement, params)).all()}
-    words, together = await _within_budget(session, words)
+
+        def match(chosen: list[str], all_of: bool) -> str:
+            return (" & " if all_of else " | ").join(f"'{w}'" for w in chosen)
+
+        def statement(chosen: list[str]) -> TextClause:
+            return _postgres_lexical(len(chosen), files is not None)
     if not words:
         return {}
-    statement = _SQLITE_LEXICAL if files is None else _SQLITE_LEXICAL_FILES
-    scope = f'store:"{store.replace("_", "").lower()}" AND '
+
+    async def ranked(chosen: list[str], all_of: bool) -> dict[int, float]:
+        params["match"] = match(chosen, all_of)
+        return dict((await session.execute(statement(chosen), params)).all())
     if together:
-        params["match"] = scope + f'text:("{words[0]}" AND "{words[1]}")'
-        found = dict((await session.execute(statement, params)).all())
+        found = await ranked(words, True)
         if len(found) >= limit:
             return found
         words = words[:1]  # too few chunks hold both: rank those holding the rarer one
-    params["match"] = scope + "text:(" + " OR ".join(f'"{w}"' for w in words) + ")"
-    return dict((await session.execute(statement, params)).all())
+    return await ranked(words, False)
 
 
 _DOCUMENT_COUNTS = text("SELECT term, doc FROM chunks_fts_vocab WHERE term IN :words").bindparams(
