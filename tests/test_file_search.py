@@ -375,7 +375,7 @@ def _chunk_sql(server, statement: str, *args):
     import asyncpg
 
     async def run():
-        conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+        conn = await asyncpg.connect(url)
         try:
             return [tuple(r) for r in await conn.fetch(statement, *args)]
         finally:
