@@ -1,5 +1,6 @@
-"""How a search blends its lexical and vector scores (vector_stores/search.py), and the rows of a
-cached store's chunks (StoreVectors.rows_of)."""
+"""How a search blends its lexical and vector scores (vector_stores/search.py), the rows of a
+cached store's chunks (StoreVectors.rows_of), which rankings ASSISTANTD_SEARCH_RANKINGS makes, and
+the vector cache forgetting a store whose vectors changed (VectorCache.forget)."""
 
 from __future__ import annotations
 
@@ -62,7 +63,8 @@ def test_rankings_setting_picks_what_a_search_makes():
 
 def _vectors(completed: dict[str, int], rows: int) -> StoreVectors:
     return StoreVectors(files_seen=dict(completed), seqs=np.arange(rows, dtype=np.int64),
-                        files=np.zeros(rows, np.int32), file_ids=["f"], vectors=np.eye(max(rows, 1), 4, dtype=np.float32)[:rows])
+                        files=np.zeros(rows, np.int32), file_ids=["f"],
+                        vectors=np.eye(max(rows, 1), 4, dtype=np.float32)[:rows])
 
 
 def test_a_forgotten_store_is_read_again_and_a_load_under_way_is_not_kept():
