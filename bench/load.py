@@ -22,6 +22,7 @@ then, each figure beside the same one measured straight against the upstream in 
 
     python bench/load.py [--streams 1,20,50,100] [--seconds 20] [--database-url postgresql://…]
                          [--workers 1,2] [--hold 1000] [--skip idle,open,runs,poll] [--server-src DIR]
+                         [--py-spy PREFIX]
                          [--chunks 20]
 """
 
@@ -30,6 +31,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import resource
+import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -161,9 +165,11 @@ class Bench:
         threads = await self.threads(len(arrivals), PACE)
         await asyncio.sleep(1)  # let the thread writes settle
         pid = self.server.proc.pid
+        profiler = start_profiler(pid, f"{label.strip(' ()')}-n{streams}")
         cpu0, model0 = cpu_seconds(pid, tree=True), cpu_seconds(self.fake_pid)
         phase.through, phase.wall, phase.lag = await open_loop(arrivals, lambda i: self.through(threads[i]))
         phase.server_cpu = cpu_seconds(pid, tree=True) - cpu0
+        stop_profiler(profiler)
         phase.model_cpu_through = cpu_seconds(self.fake_pid) - model0
         phase.rss = rss_mib(pid, tree=True)
         phase.open_through = mean_open(phase.through, phase.wall)
@@ -203,6 +209,25 @@ class Bench:
 
 
 SERVER_SRC: str | None = None  # --server-src: the server's code from another checkout's src/
+PROFILE: str | None = None  # --py-spy PREFIX: profile the server through each open-loop level
+
+
+def start_profiler(pid: int, name: str) -> subprocess.Popen | None:
+    """py-spy sampling the server (200 Hz, raw collapsed stacks) while the through part runs:
+    ``PREFIX-<level>.txt``. (Its samples cost the server a little CPU: a profiled run's figures are
+    for the profile, not for the table.)"""
+    if PROFILE is None:
+        return None
+    out = f"{PROFILE}-{name.replace(' ', '').replace(',', '-')}.txt"
+    return subprocess.Popen([shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy")), "record",
+                             "-p", str(pid), "-r", "200", "-f", "raw", "-o", out],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop_profiler(profiler: subprocess.Popen | None) -> None:
+    if profiler is not None:
+        profiler.send_signal(signal.SIGINT)
+        profiler.wait(timeout=60)
 
 
 def start_server(database_url: str | None, upstream: str, workers: int = 1, **env: str) -> ServerProcess:
@@ -229,11 +254,13 @@ def main() -> None:
     parser.add_argument("--skip", default="", help="comma-separated: idle, open, runs, poll")
     parser.add_argument("--seed", type=int, default=14)
     parser.add_argument("--chunks", type=int, default=CHUNKS, help="pieces of the model's answer (20: 100 characters)")
+    parser.add_argument("--py-spy", default=None, metavar="PREFIX",
+                        help="profile the server with py-spy through each open-loop level (PREFIX-<level>.txt)")
     parser.add_argument("--server-src", default=None,
                         help="run the server from this src/ folder (another checkout: a before/after figure)")
     args = parser.parse_args()
-    global SERVER_SRC
-    SERVER_SRC = args.server_src
+    global SERVER_SRC, PROFILE
+    SERVER_SRC, PROFILE = args.server_src, args.py_spy
     set_chunks(args.chunks)
     skip = set(filter(None, args.skip.split(",")))
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # held streams: two sockets each, per side
