@@ -22,6 +22,7 @@ from assistantd.files.storage import FileStore
 from assistantd.settings import Settings, get_settings
 from assistantd.runs import tokens
 from assistantd.sandbox.pool import SandboxPool
+from assistantd.runs.fast import CreateRunFastPath
 from assistantd.runs.executor import RunExecutor
 from assistantd.runs.pgbus import event_bus_for
 from assistantd.runs.queue import RunQueue
@@ -145,8 +146,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="assistantd", version=__version__, lifespan=lifespan,
                   openapi_url="/v1/openapi.json", docs_url=None, redoc_url=None)
     errors.install(app)
-    # Pure ASGI, outermost but for Starlette's own error middleware: a body too large is refused
-    # before any of it is parsed.
+    # Pure ASGI, each added outside the one before: run creation's fast path (runs/fast.py), then,
+    # outermost but for Starlette's own error middleware, the body bound: a body too large is
+    # refused before any of it is parsed.
+    app.add_middleware(CreateRunFastPath)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     for router in (assistants_router, runs_router, threads_router, files_router, vector_stores_router):
         app.include_router(router, prefix="/v1")

@@ -95,17 +95,22 @@ class BodyLimitMiddleware:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        replayed = False
+        await self.app(scope, replayed(chunks[0] if len(chunks) == 1 else b"".join(chunks), receive), send)
 
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()  # what follows the body: a disconnect (streams watch for it)
 
-        await self.app(scope, replay, send)
+def replayed(body: bytes, receive: Receive) -> Receive:
+    """``receive`` for an app after the body was read: ``body`` in one message, then what
+    follows it (a disconnect: streams watch for it)."""
+    done = False
+
+    async def replay() -> Message:
+        nonlocal done
+        if not done:
+            done = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
 
 
 async def _answer(error: APIError, send: Send) -> None:
@@ -264,7 +269,7 @@ def parse(body: bytes, *, max_depth: int, max_messages: int, max_values: int, op
     return value
 
 
-def _is_json(request: Request) -> bool:
+def is_json(request: Request) -> bool:
     content_type = request.headers.get("content-type")
     if not content_type:
         return True
@@ -303,7 +308,7 @@ class JSONRoute(APIRoute):
 
         async def parse_first(request: Request) -> Response:
             request = JSONRequest(request.scope, request.receive)
-            if await request.body() and _is_json(request):
+            if await request.body() and is_json(request):
                 await request.json()
             return await handler(request)
 

@@ -13,6 +13,7 @@ from assistantd.api.dependencies import Scope, loaded, request_scope
 from assistantd.api.errors import invalid
 from assistantd.db.models import Run, RunStep, Thread
 from assistantd.runs import service
+from assistantd.runs.events import EventBus
 from assistantd.runs.store import Writes
 
 
@@ -62,8 +63,11 @@ async def run_start(thread_id: str, request: Request) -> RunStartTarget:
 async def run_writes(request: Request) -> Writes:
     """The request's writes of runs, steps and messages (its one transaction): the events they
     make go out once it has committed (persist, then emit)."""
-    scope = await request_scope(request)
-    writes = Writes(scope.session, request.app.state.bus)
+    return writes_of(await request_scope(request), request.app.state.bus)
+
+
+def writes_of(scope: Scope, bus: EventBus) -> Writes:
+    writes = Writes(scope.session, bus)
     scope.after(writes.publish)
     return writes
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
+from starlette.datastructures import State
 
 from assistantd.api.body import JSONRoute
 from assistantd.api.dependencies import RequestScope, Scope
@@ -14,7 +15,8 @@ from assistantd.api.pagination import Page, listed
 from assistantd.api.sse import QueueStream
 from assistantd.db.models import Run
 from assistantd.runs import service
-from assistantd.runs.dependencies import SEARCH_CONTENT, RunStart, RunWrites, TenantRun, TenantStep, search_content_of
+from assistantd.runs.dependencies import (SEARCH_CONTENT, RunStart, RunStartTarget, RunWrites, TenantRun, TenantStep,
+                                          search_content_of)
 from assistantd.runs.events import DONE_FRAME, Event, Subscription
 from assistantd.runs.schemas import (
     CreateRunRequest,
@@ -47,8 +49,8 @@ def _stream(subscription: Subscription, opening: list[Event]) -> QueueStream:
 class _Writing:
     """What a run-starting handler does inside its transaction, besides the writes."""
 
-    def __init__(self, request: Request, stream: bool | None) -> None:
-        self.request, self.stream = request, stream
+    def __init__(self, state: State, stream: bool | None) -> None:
+        self.state, self.stream = state, stream
         self.subscription: Subscription | None = None
         self.claiming: Run | None = None  # its first model request sent, before its insert
         self.claimed: Run | None = None
@@ -56,7 +58,7 @@ class _Writing:
     async def send_first(self, writes: Writes, run: Run) -> None:
         """The run is known but not yet written: its first model request goes out now, when this
         process will claim it (:meth:`RunWorker.send_first`)."""
-        if await self.request.app.state.worker.send_first(writes, run):
+        if await self.state.worker.send_first(writes, run):
             self.claiming = run
 
     async def queued(self, writes: Writes, run: Run) -> RunObject:
@@ -65,18 +67,18 @@ class _Writing:
         when there is room. Returns the queued snapshot the client is answered with."""
         snapshot = RunObject.from_row(run)
         if self.stream:
-            self.subscription = self.request.app.state.bus.subscribe(run.id)
-        if await self.request.app.state.worker.claim_created(writes, run):
+            self.subscription = self.state.bus.subscribe(run.id)
+        if await self.state.worker.claim_created(writes, run):
             self.claimed = run
         return snapshot
 
 
-def _writing(request: Request, scope: Scope, stream: bool | None) -> _Writing:
+def _writing(state: State, scope: Scope, stream: bool | None) -> _Writing:
     """The run's start, around the request's transaction (``scope``'s): once it has committed,
     the claimed run starts (or an executor is woken); if it fails, the subscription and the
     claim are given up."""
-    writing = _Writing(request, stream)
-    executor = request.app.state.worker
+    writing = _Writing(state, stream)
+    executor = state.worker
 
     def failed() -> None:
         if writing.subscription is not None:
@@ -112,10 +114,17 @@ _INCLUDE_PARAM = {"parameters": [{"name": "include[]", "in": "query", "required"
 
 @router.post("/threads/{thread_id}/runs", openapi_extra=_INCLUDE_PARAM)
 async def create_run(body: CreateRunRequest, request: Request, start: RunStart):
+    """(Most requests are answered by :mod:`assistantd.runs.fast` through :func:`start_run`
+    without reaching this route; it answers the rest, every refused one among them.)"""
+    return await start_run(request.app.state, start, body)
+
+
+async def start_run(state: State, start: RunStartTarget, body: CreateRunRequest) -> Response:
+    """``POST /threads/{thread_id}/runs`` once its thread is read, in ``start.scope``'s transaction."""
     scope, writes = start.scope, start.writes
-    writing = _writing(request, scope, body.stream)
+    writing = _writing(state, scope, body.stream)
     run = await service.create(writes, scope.tenant, start.thread, start.last_seq, body,
-                               request.app.state.settings.run_expiry_seconds, start.search_content,
+                               state.settings.run_expiry_seconds, start.search_content,
                                before_insert=lambda run: writing.send_first(writes, run))
     run_obj = await writing.queued(writes, run)
     if writing.subscription is None:
@@ -127,7 +136,7 @@ async def create_run(body: CreateRunRequest, request: Request, start: RunStart):
 @router.post("/threads/runs")
 async def create_thread_and_run(body: CreateThreadAndRunRequest, request: Request, scope: RequestScope,
                                 writes: RunWrites):
-    writing = _writing(request, scope, body.stream)
+    writing = _writing(request.app.state, scope, body.stream)
     thread, run = await service.create_thread_and_run(
         writes, scope.tenant, body, request.app.state.settings.run_expiry_seconds,
         before_insert=lambda run: writing.send_first(writes, run))
@@ -169,7 +178,7 @@ async def cancel_run(run: TenantRun, scope: RequestScope, writes: RunWrites, req
 @router.post("/threads/{thread_id}/runs/{run_id}/submit_tool_outputs")
 async def submit_tool_outputs(body: SubmitToolOutputsRequest, request: Request, run: TenantRun, scope: RequestScope,
                               writes: RunWrites):
-    writing = _writing(request, scope, body.stream)
+    writing = _writing(request.app.state, scope, body.stream)
     step = await service.submit_tool_outputs(writes, run, body, request.app.state.settings.run_expiry_seconds)
     run_obj = await writing.queued(writes, run)
     if writing.subscription is None:
