@@ -9,27 +9,14 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import make_client, make_http
 from tests.support.fake import marker
 from tests.support.runs import assistant, error_of, thread, wait_run
 
 
 @pytest.fixture(scope="module")
-def debug_server(spawn):
+def server(spawn):
+    """This module's server (conftest's ``client`` and ``http`` talk to it), logging at DEBUG."""
     return spawn("fast-path", ASSISTANTD_LOG_LEVEL="debug")
-
-
-@pytest.fixture
-def client(debug_server):
-    c = make_client(debug_server.base_url)
-    yield c
-    c.close()
-
-
-@pytest.fixture
-def http(debug_server):
-    with make_http(debug_server.url) as h:
-        yield h
 
 
 def answers(server, thread_id: str) -> list[str]:
@@ -44,7 +31,7 @@ def runs_of(http, thread_id: str) -> list[dict]:
     return http.get(f"/v1/threads/{thread_id}/runs").json()["data"]
 
 
-def test_a_good_request_is_answered_by_the_fast_path(debug_server, client, http, fake_upstream):
+def test_a_good_request_is_answered_by_the_fast_path(server, client, http, fake_upstream):
     tag = fake_upstream.script({"chunks": ["Fast", "."]}, {"chunks": ["Again", "."]})
     a = assistant(client)
     t = thread(client, tag, "Hello")
@@ -55,12 +42,12 @@ def test_a_good_request_is_answered_by_the_fast_path(debug_server, client, http,
         events = [event.event for event in stream]
     assert events[:2] == ["thread.run.created", "thread.run.queued"] and events[-1] == "thread.run.completed"
     assert [r["status"] for r in runs_of(http, t.id)] == ["completed", "completed"]
-    assert answers(debug_server, t.id) == ["answered here", "answered here"]
+    assert answers(server, t.id) == ["answered here", "answered here"]
 
 
 @pytest.mark.parametrize("case", ["no such thread", "bad body", "bad include", "no such assistant",
                                   "bad tool_choice", "not json", "a run is active"])
-def test_a_refused_request_is_answered_by_the_route_and_writes_nothing(debug_server, client, http, fake_upstream,
+def test_a_refused_request_is_answered_by_the_route_and_writes_nothing(server, client, http, fake_upstream,
                                                                         case):
     tag = fake_upstream.script({"chunks": ["Slow", "."], "first_delay": 1.0})
     a = assistant(client)
@@ -93,7 +80,7 @@ def test_a_refused_request_is_answered_by_the_route_and_writes_nothing(debug_ser
         assert error["param"] == "temperature"
     if case == "bad include":
         assert error["param"] == "include[0]" and error["code"] == "invalid_value"
-    assert answers(debug_server, thread_id)[-1].startswith("to the route (")
+    assert answers(server, thread_id)[-1].startswith("to the route (")
     if thread_id == t.id:  # nothing written by the refused request, and no model request of its own
         assert [r["id"] for r in runs_of(http, t.id)] == ([active] if active else [])
         if active:
@@ -101,7 +88,7 @@ def test_a_refused_request_is_answered_by_the_route_and_writes_nothing(debug_ser
         assert len(fake_upstream.requests(tag)) == (1 if active else 0)
 
 
-def test_a_large_body_goes_to_the_route(debug_server, client, http, fake_upstream):
+def test_a_large_body_goes_to_the_route(server, client, http, fake_upstream):
     tag = fake_upstream.script({"chunks": ["Read", "."]})
     a = assistant(client)
     t = thread(client, tag, "Hello")
@@ -110,6 +97,6 @@ def test_a_large_body_goes_to_the_route(debug_server, client, http, fake_upstrea
 
     assert created.status_code == 200, created.text
     assert wait_run(http, t.id, created.json()["id"])["status"] == "completed"
-    assert answers(debug_server, t.id) == ["to the route (an empty, large or not JSON body)"]
+    assert answers(server, t.id) == ["to the route (an empty, large or not JSON body)"]
     assert fake_upstream.requests(tag)[0]["messages"][0]["content"].endswith(extra)
     assert marker(tag) in fake_upstream.requests(tag)[0]["messages"][1]["content"]
