@@ -68,4 +68,3 @@ class CreateRunFastPath:
             return await self.app(scope, replayed(body, receive), send)
         log.debug("%s: answered here", scope["path"])
         await response(scope, receive, send)
-
