@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import re
 import sqlite3
 import threading
@@ -31,7 +32,7 @@ import assistantd.db.engine as engine_module
 import assistantd.db.rows as rows_module
 from assistantd.db.engine import _InlineConnection, _InlineCursor
 from assistantd.db.models import Assistant, Thread
-from assistantd.db.rows import columns_of, load_detached
+from assistantd.db.rows import columns_of, load_detached, new_row
 
 T = TypeVar("T")
 
@@ -81,9 +82,9 @@ def _statements(db: Database, raw: list[str] | None = None) -> Iterator[list[str
         event.remove(db.engine.sync_engine, "before_cursor_execute", record)
 
 
-def _thread(n: int, **given: Any) -> Thread:
-    return Thread(**{"id": f"thread_{n}", "tenant": "t", "created_at": n, "tool_resources": {},
-                     "metadata_": {}, **given})
+def _thread(n: int, make: Callable[..., Thread] = Thread, **given: Any) -> Thread:
+    return make(**{"id": f"thread_{n}", "tenant": "t", "created_at": n, "tool_resources": {},
+                   "metadata_": {}, **given})
 
 
 def _kinds(statements: list[str]) -> list[str]:
@@ -92,9 +93,11 @@ def _kinds(statements: list[str]) -> list[str]:
 
 # --- rows.py: insert_objects, update_object, mark_loaded, update_returning (every backend) --------
 
-def test_insert_objects_leaves_detached_objects_with_their_seq_that_a_later_add_updates(migrated_url):
+@pytest.mark.parametrize("make", [Thread, functools.partial(new_row, Thread)], ids=["constructor", "new_row"])
+def test_insert_objects_leaves_detached_objects_with_their_seq_that_a_later_add_updates(migrated_url, make):
+    # (rows.new_row: the objects the run path builds, with no attribute events, behave as built ones)
     async def scenario(db: Database) -> None:
-        first, second = _thread(1), _thread(2)
+        first, second = _thread(1, make), _thread(2, make)
         with _statements(db) as sent:
             async with db.write() as session:
                 await insert_objects(session, first, second)
@@ -137,6 +140,24 @@ def test_insert_objects_refuses_an_unset_attribute_which_the_detached_object_wou
     assert unset.tool_resources is None  # reading an unset attribute does not set it...
     with pytest.raises(ValueError, match=r"Thread\.tool_resources is not set"):
         asyncio.run(insert_objects(None, unset))  # ...so it is refused before any statement  # type: ignore[arg-type]
+
+
+def test_new_row_holds_what_the_constructor_holds_and_refuses_what_it_refuses():
+    given = {"id": "thread_1", "tenant": "t", "created_at": 1, "tool_resources": {}, "metadata_": {"k": "v"}}
+    built, made = Thread(**given), new_row(Thread, **given)
+    assert type(made) is Thread and inspect(made).transient
+    assert {a: getattr(made, a) for a in given} == {a: getattr(built, a) for a in given}
+    assert made.seq is None and built.seq is None
+    made.metadata_ = {"changed": True}  # an instrumented object: changes are seen as on a built one
+    assert inspect(made).modified and made.metadata_ == {"changed": True}
+    for make in (Thread, functools.partial(new_row, Thread)):
+        with pytest.raises(TypeError, match="'nope' is an invalid keyword argument for Thread"):
+            make(**given, nope=1)
+    with pytest.raises(TypeError, match="'metadata' is an invalid keyword argument for Thread"):
+        new_row(Thread, metadata={})  # (the column's name, not the attribute's: the constructor takes
+        # it, as the declarative base's ``metadata``, and sets it on the object, writing nothing)
+    with pytest.raises(TypeError, match="'seq' is an invalid keyword argument for Thread"):
+        new_row(Thread, seq=3)  # (the database gives it)
 
 
 def test_update_object_and_mark_loaded_leave_no_change_for_a_flush_to_write(migrated_url):
@@ -269,6 +290,15 @@ def test_load_detached_reads_what_the_orm_reads_into_objects_the_session_does_no
         assert _kinds(sent) == ([] if sqlite else ["SELECT"]), f"changing a loaded object wrote something: {sent}"
         async with db.read() as session:
             assert await session.scalar(select(Assistant.metadata_).where(Assistant.id == "asst_1")) == {"k": "v"}
+        # A loaded object added to a session later: only what changed since its load is written.
+        second = loaded[1][0]
+        second.description = "changed"
+        with _statements(db) as sent:
+            async with db.write() as session:
+                session.add(second)
+                await session.flush()
+        assert len(sent) == 1 and re.match(r"UPDATE assistants SET description=\S+ WHERE assistants\.seq = ", sent[0]), \
+            f"a loaded object, added, no longer UPDATEs only what changed: {sent}"
         if sqlite:
             with pytest.raises(ValueError, match="expanding IN"):
                 async with db.read() as session:

@@ -19,7 +19,7 @@ from assistantd.api.pagination import PageParams, paginate
 from assistantd.api.types import dump_response_format, dump_tools
 from assistantd.assistants import service as assistants
 from assistantd.db.models import Message, Run, RunStep, Thread
-from assistantd.db.rows import columns_of, load_detached
+from assistantd.db.rows import columns_of, load_detached, new_row
 from assistantd.runs import states
 from assistantd.runs.schemas import (
     CreateRunRequest,
@@ -122,7 +122,8 @@ async def create(writes: Writes, tenant: str, thread: Thread, last_seq: int,
         added = await threads.add_message(session, tenant, thread, message, param=f"additional_messages[{i}]")
         history_seq = added.seq
     created = ids.now()
-    run = Run(
+    run = new_row(
+        Run,
         id=ids.new_id("run_"),
         tenant=tenant,
         created_at=created,

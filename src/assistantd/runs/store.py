@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from assistantd import ids
 from assistantd.db import Database
 from assistantd.db.models import Message, Run, RunStep
-from assistantd.db.rows import insert_objects, update_object, update_object_where
+from assistantd.db.rows import insert_objects, new_row, update_object, update_object_where
 from assistantd.runs import states
 from assistantd.runs.events import Event, EventBus
 from assistantd.runs.failures import short_message
@@ -229,14 +229,14 @@ class RunStore:
 
 
 def new_step(run: Run, kind: str, details: dict[str, Any]) -> RunStep:
-    return RunStep(id=ids.new_id("step_"), tenant=run.tenant, created_at=ids.now(), run_id=run.id,
+    return new_row(RunStep, id=ids.new_id("step_"), tenant=run.tenant, created_at=ids.now(), run_id=run.id,
                    thread_id=run.thread_id, assistant_id=run.assistant_id, type=kind,
                    status=StepStatus.IN_PROGRESS, step_details=details, last_error=None, expired_at=None,
                    cancelled_at=None, failed_at=None, completed_at=None, metadata_={}, usage=None, tool_io=None)
 
 
 def new_message(run: Run, content: list[dict[str, Any]]) -> Message:
-    return Message(id=ids.new_id("msg_"), tenant=run.tenant, created_at=ids.now(), thread_id=run.thread_id,
+    return new_row(Message, id=ids.new_id("msg_"), tenant=run.tenant, created_at=ids.now(), thread_id=run.thread_id,
                    status=MessageStatus.IN_PROGRESS, incomplete_details=None, completed_at=None,
                    incomplete_at=None, role="assistant", content=content, assistant_id=run.assistant_id,
                    run_id=run.id, attachments=[], metadata_={})
