@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import pytest
-from sqlalchemy import bindparam, create_engine, event, inspect, literal, select, text, update
+from sqlalchemy import Engine, bindparam, create_engine, event, inspect, literal, select, text, update
 from sqlalchemy.exc import AwaitRequired, InvalidRequestError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
@@ -352,6 +352,8 @@ def test_inline_sync_engine_lets_a_thread_read_on_its_own_connection_and_is_none
     async def scenario(db: Database) -> list[str] | None:
         async with db.write() as session:
             session.add_all([_thread(1), _thread(2)])
+            writing = inline_sync_engine(session)  # (bound to the writer's Connection: its engine)
+            assert writing is None or isinstance(writing, Engine), writing
         async with db.read() as session:
             await session.execute(select(literal(1)))  # the loop's session holds a connection meanwhile
             engine = inline_sync_engine(session)
@@ -441,7 +443,8 @@ def test_the_begin_event_opens_a_real_transaction_that_a_rollback_undoes(tmp_pat
             driver = (await session.connection()).sync_connection.connection.driver_connection
             assert driver.in_transaction, "a read no longer runs inside the BEGIN of the begin event"
         assert not driver.in_transaction, "a plain session.close() no longer ends the read's transaction"
-        assert db.engine.sync_engine.pool.checkedout() == 0, "a plain session.close() no longer returns the connection"
+        # (the one connection out is the writer's, held between write transactions: Database.write)
+        assert db.engine.sync_engine.pool.checkedout() == 1, "a plain session.close() no longer returns the connection"
 
         with contextlib.suppress(RuntimeError):
             async with db.write() as session:
@@ -470,6 +473,55 @@ def _count_greenlet_spawns(monkeypatch) -> list[str]:
 
     monkeypatch.setattr(async_session_module, "greenlet_spawn", counting_spawn)
     return spawned
+
+
+def test_sqlite_write_transactions_begin_on_sqlite3_and_the_session_joins_them(tmp_path):
+    """``Database.write`` on SQLite: BEGIN and COMMIT sent to sqlite3 on the one held writer
+    connection, SQLAlchemy's session transaction begun only if an ORM statement or flush needs
+    it, on that connection, in that transaction (the begin event sends no second BEGIN): a row
+    shortcut's write and an ORM statement's commit and roll back together, and a commit that
+    fails leaves nothing open."""
+    path = tmp_path / "shortcuts.db"
+
+    async def scenario(db: Database) -> None:
+        async with db.write() as session:
+            await session.execute(text("CREATE TABLE p (id INTEGER PRIMARY KEY)"))
+            await session.execute(text("CREATE TABLE c (p INTEGER REFERENCES p(id))"))
+        writer = db._writer_connection().sync_connection.connection.driver_connection
+        async with db.write() as session:
+            raw = engine_module.raw_transaction(session)
+            assert raw is writer and raw.in_transaction
+            assert rows_module._sqlite_connection(session) is raw
+            assert not session.sync_session.in_transaction(), "a row shortcut began SQLAlchemy's transaction"
+            raw.execute("INSERT INTO p VALUES (1)")
+        assert sqlite3.connect(path).execute("SELECT id FROM p").fetchall() == [(1,)]
+
+        for outcome in ("rolled back", "committed"):
+            with contextlib.suppress(RuntimeError):
+                async with db.write() as session:
+                    rows_module._sqlite_connection(session).execute("INSERT INTO p VALUES (2)")
+                    await session.execute(text("INSERT INTO p VALUES (3)"))  # the session joins
+                    assert session.sync_session.in_transaction()
+                    assert (await session.connection()).sync_connection.connection.driver_connection is writer
+                    rows_module._sqlite_connection(session).execute("INSERT INTO p VALUES (4)")
+                    assert sqlite3.connect(path).execute("SELECT count(*) FROM p").fetchone() == (1,)
+                    if outcome == "rolled back":
+                        raise RuntimeError(outcome)
+            assert not writer.in_transaction
+            expected = [(1,)] if outcome == "rolled back" else [(1,), (2,), (3,), (4,)]
+            assert sqlite3.connect(path).execute("SELECT id FROM p ORDER BY id").fetchall() == expected, outcome
+
+        with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
+            async with db.write() as session:
+                raw = engine_module.raw_transaction(session)
+                raw.execute("PRAGMA defer_foreign_keys = ON")
+                raw.execute("INSERT INTO c VALUES (99)")  # checked at COMMIT, which fails
+        assert not writer.in_transaction, "a failed commit left the writer's transaction open"
+        async with db.write() as session:
+            engine_module.raw_transaction(session).execute("INSERT INTO c VALUES (1)")
+        assert sqlite3.connect(path).execute("SELECT p FROM c").fetchall() == [(1,)]
+
+    _on(_sqlite_url(tmp_path), scenario)
 
 
 def test_sqlite_sessions_run_their_transactions_and_statements_without_a_greenlet(tmp_path, monkeypatch):

@@ -37,8 +37,11 @@ from collections.abc import AsyncIterator
 import orjson
 from anyio import to_thread
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio.result import _ensure_sync_result
+
+
+RAW_TRANSACTION = "assistantd.raw_transaction"  # a write session's info: its sqlite3 connection, in its transaction
 
 
 class Database:
@@ -53,6 +56,7 @@ class Database:
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False,
                                             class_=InlineSession if self.is_sqlite else AsyncSession)
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
+        self._writer: AsyncConnection | None = None
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
@@ -82,23 +86,38 @@ class Database:
                 yield session
             return
         async with self._write_lock:
-            session = self._sessions()
-            sync = session.sync_session
+            writer = self._writer_connection()
+            raw = writer.sync_connection.connection.driver_connection
+            raw.execute("BEGIN")
+            session = self._sessions(bind=writer)
+            session.sync_session.info[RAW_TRANSACTION] = raw
             try:
-                sync.begin()
                 try:
                     yield session
                 except BaseException:
-                    sync.rollback()
+                    _finish(session, commit=False)
                     raise
                 if commit_in_thread:
                     await to_thread.run_sync(commit_blocking, session)
                 else:
-                    sync.commit()
+                    _finish(session, commit=True)
             finally:
-                sync.close()
+                session.sync_session.close()
+
+    def _writer_connection(self) -> AsyncConnection:
+        """SQLite: the connection every write transaction of this process takes in turn (they
+        are serialised anyway), held open: no pool checkout and return per transaction."""
+        writer = self._writer
+        if writer is None or writer.sync_connection.closed or writer.sync_connection.invalidated:
+            if writer is not None:
+                writer.sync_connection.close()
+            writer = self._writer = AsyncConnection(self.engine, self.engine.sync_engine.connect())
+        return writer
 
     async def dispose(self) -> None:
+        if self._writer is not None:
+            self._writer.sync_connection.close()
+            self._writer = None
         await self.engine.dispose()
 
 
@@ -115,7 +134,32 @@ def commit_blocking(session: AsyncSession) -> None:
     """Commit ``session`` with blocking calls, off the event loop: the inline engine's statements
     never await (nothing in its commit path calls back into the loop), so its sync session can
     commit from a worker thread while the loop waits for it. Pinned by tests/test_db_shortcuts.py."""
-    session.sync_session.commit()
+    _finish(session, commit=True)
+
+
+def raw_transaction(session: AsyncSession) -> sqlite3.Connection | None:
+    """The sqlite3 connection of an SQLite write transaction (:meth:`Database.write`), in it."""
+    return session.sync_session.info.get(RAW_TRANSACTION)
+
+
+def _finish(session: AsyncSession, *, commit: bool) -> None:
+    """End an SQLite write transaction: begun on sqlite3 (``BEGIN``), it may have been joined
+    by the session (an ORM statement or flush began SQLAlchemy's transaction on the same
+    connection, the begin event sending no second ``BEGIN``), whose commit then flushes what it
+    holds and commits. Whatever fails, nothing is left open on the held connection."""
+    sync = session.sync_session
+    raw = sync.info[RAW_TRANSACTION]
+    try:
+        if commit:
+            if sync.in_transaction() or sync.new or sync.dirty or sync.deleted:
+                sync.commit()
+            if raw.in_transaction:
+                raw.execute("COMMIT")
+    finally:
+        if sync.in_transaction():
+            sync.rollback()
+        if raw.in_transaction:
+            raw.execute("ROLLBACK")
 
 
 def inline_sync_engine(session: AsyncSession) -> Engine | None:
@@ -123,8 +167,8 @@ def inline_sync_engine(session: AsyncSession) -> Engine | None:
     (SQLite), for a read too long to hold the loop: a worker thread may use a connection of its
     own from it (its connections are not tied to a thread). None on PostgreSQL, whose driver
     already leaves the loop free while a statement runs."""
-    engine = session.get_bind()
-    return engine if engine.dialect.name == "sqlite" else None
+    bind = session.get_bind()  # (a write transaction's is the writer's Connection: its engine, then)
+    return bind.engine if bind.dialect.name == "sqlite" else None
 
 
 def _inline_sqlite_engine(url: str) -> AsyncEngine:
@@ -202,4 +246,6 @@ def _configure_sqlite(sync_engine) -> None:
     def _on_begin(conn):
         # Straight to the driver: SQLAlchemy's statement path (exec_driver_sql) costs ten times
         # the BEGIN itself, and every transaction starts here.
-        conn.connection.driver_connection.execute("BEGIN")
+        raw = conn.connection.driver_connection
+        if not raw.in_transaction:  # (a write transaction's connection is in one: Database.write)
+            raw.execute("BEGIN")

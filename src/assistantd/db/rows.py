@@ -33,7 +33,7 @@ from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm.attributes import instance_dict, set_committed_value
 from sqlalchemy.orm.instrumentation import manager_of_class
 
-from assistantd.db.engine import json_text
+from assistantd.db.engine import RAW_TRANSACTION, json_text
 
 
 @functools.cache
@@ -111,9 +111,10 @@ def _sqlite_connection(session: AsyncSession) -> sqlite3.Connection | None:
     """The session's sqlite3 connection, in its transaction, when a statement may go straight to
     it: SQLite, and nothing pending in the session (else None)."""
     sync = session.sync_session
-    if sync.bind.dialect.name != "sqlite" or sync.new or sync.dirty or sync.deleted:
+    raw = sync.info.get(RAW_TRANSACTION)  # a write transaction's (Database.write): no SQLAlchemy begin
+    if raw is None and sync.bind.dialect.name != "sqlite" or sync.new or sync.dirty or sync.deleted:
         return None
-    return sync.connection().connection.driver_connection
+    return raw if raw is not None else sync.connection().connection.driver_connection
 
 
 async def _execute(session: AsyncSession, statement: Any, cls: type, values: dict[str, Any]) -> tuple[int, Any]:
