@@ -21,7 +21,11 @@ import openai.types.beta.threads.runs as sdk_runs
 import openai.types.vector_stores as sdk_vector_stores
 import pydantic
 import pytest
+import sqlalchemy
+from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
 
+from assistantd.api.types import WireModel
 from assistantd.assistants.schemas import AssistantObject
 from assistantd.db.models import (
     Assistant,
@@ -274,6 +278,51 @@ OBJECTS = [
 @pytest.mark.parametrize("build, sdk_type", OBJECTS)
 def test_from_row_gives_what_it_gave_before(build, sdk_type, request) -> None:
     assert build().model_dump_json(by_alias=True) == compact(BEFORE[request.node.callspec.id])
+
+
+@pytest.mark.parametrize("build, sdk_type", OBJECTS)
+def test_from_row_of_the_instance_dict_gives_what_reading_attributes_gives(build, sdk_type, monkeypatch) -> None:
+    """``WireModel.ROW_FIELDS_ARE_COLUMNS``: validating the row's loaded values gives the same
+    object as reading each attribute."""
+    fast = build().model_dump_json(by_alias=True)
+    for cls in _row_dict_classes():
+        monkeypatch.setattr(cls, "ROW_FIELDS_ARE_COLUMNS", False)
+    assert build().model_dump_json(by_alias=True) == fast
+
+
+ROW_CLASSES = {RunObject: Run, RunStepObject: RunStep, MessageObject: Message}
+
+
+def _row_dict_classes() -> list[type[WireModel]]:
+    found, todo = [], [WireModel]
+    while todo:
+        cls = todo.pop()
+        todo += cls.__subclasses__()
+        if cls.__dict__.get("ROW_FIELDS_ARE_COLUMNS"):
+            found.append(cls)
+    return found
+
+
+def test_what_a_row_dict_class_reads_is_a_column_of_its_row() -> None:
+    # A field with a default that no column held would take its default from the instance dict,
+    # where reading the attribute (a property, a relationship) would have given its value.
+    assert set(_row_dict_classes()) == set(ROW_CLASSES), "a class reads its row's dict: name its row here"
+    for cls, row in ROW_CLASSES.items():
+        columns = {attribute.key for attribute in sqlalchemy.inspect(row).column_attrs}
+        read = {field.validation_alias or name for name, field in cls.model_fields.items()} - {"object"}
+        assert read <= columns, f"{cls.__name__} reads {sorted(read - columns)}, which {row.__name__} has no column for"
+
+
+def test_from_row_reads_a_column_not_loaded_as_an_attribute() -> None:
+    # Not loaded (expired on a detached row): the attribute says why, where the dict would have
+    # no value to give.
+    unloaded = run()
+    del unloaded.__dict__["usage"]
+    set_committed_value(unloaded, "seq", 1)
+    make_transient_to_detached(unloaded)
+    assert "usage" in sqlalchemy.inspect(unloaded).expired_attributes
+    with pytest.raises(pydantic.ValidationError, match="usage\n.*DetachedInstanceError"):
+        RunObject.from_row(unloaded)  # (what reading the attributes always raised: not a default)
 
 
 # A vector store's description has been sent since vector stores were made (their create

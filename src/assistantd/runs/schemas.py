@@ -192,6 +192,8 @@ RunStatus = Literal["queued", "in_progress", "requires_action", "cancelling", "c
 
 
 class RunObject(WireModel):
+    ROW_FIELDS_ARE_COLUMNS = True
+
     id: str
     object: Literal["thread.run"] = "thread.run"
     created_at: int
@@ -229,6 +231,8 @@ class RunObject(WireModel):
 
 
 class RunStepObject(WireModel):
+    ROW_FIELDS_ARE_COLUMNS = True
+
     id: str
     object: Literal["thread.run.step"] = "thread.run.step"
     created_at: int

@@ -165,6 +165,8 @@ class ThreadObject(WireModel):
 
 
 class MessageObject(WireModel):
+    ROW_FIELDS_ARE_COLUMNS = True
+
     id: str
     object: Literal["thread.message"] = "thread.message"
     created_at: int
