@@ -87,6 +87,15 @@ def _thread(n: int, make: Callable[..., Thread] = Thread, **given: Any) -> Threa
                    "metadata_": {}, **given})
 
 
+async def _added_and_flushed(db: Database, obj: Any) -> list[str]:
+    """The statements a write transaction sends when ``obj`` is added to its session and flushed."""
+    with _statements(db) as sent:
+        async with db.write() as session:
+            session.add(obj)
+            await session.flush()
+    return sent
+
+
 def _kinds(statements: list[str]) -> list[str]:
     return [s.split()[0] for s in statements]
 
@@ -114,10 +123,7 @@ def test_insert_objects_leaves_detached_objects_with_their_seq_that_a_later_add_
             "inserted_primary_key no longer gives the row's seq"
 
         first.metadata_ = {"k": "v"}
-        with _statements(db) as sent:
-            async with db.write() as session:
-                session.add(first)
-                await session.flush()
+        sent = await _added_and_flushed(db, first)
         assert len(sent) == 1 and re.match(r"UPDATE threads SET metadata=\S+ WHERE threads\.seq = ", sent[0]), \
             f"adding an object insert_objects wrote no longer UPDATEs only what changed since: {sent}"
         async with db.read() as session:
@@ -293,10 +299,7 @@ def test_load_detached_reads_what_the_orm_reads_into_objects_the_session_does_no
         # A loaded object added to a session later: only what changed since its load is written.
         second = loaded[1][0]
         second.description = "changed"
-        with _statements(db) as sent:
-            async with db.write() as session:
-                session.add(second)
-                await session.flush()
+        sent = await _added_and_flushed(db, second)
         assert len(sent) == 1 and re.match(r"UPDATE assistants SET description=\S+ WHERE assistants\.seq = ", sent[0]), \
             f"a loaded object, added, no longer UPDATEs only what changed: {sent}"
         if sqlite:
