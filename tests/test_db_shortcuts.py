@@ -514,6 +514,19 @@ def test_sqlite_write_transactions_begin_on_sqlite3_and_the_session_joins_them(t
             expected = [(1,)] if outcome == "rolled back" else [(1,), (2,), (3,), (4,)]
             assert sqlite3.connect(path).execute("SELECT id FROM p ORDER BY id").fetchall() == expected, outcome
 
+        # A commit inside the block ends sqlite3's transaction: what follows is a transaction of
+        # the session's own, on the same connection (not statements left in autocommit).
+        with contextlib.suppress(RuntimeError):
+            async with db.write() as session:
+                rows_module._sqlite_connection(session).execute("INSERT INTO p VALUES (5)")
+                await session.commit()
+                raw = rows_module._sqlite_connection(session)
+                assert raw is writer and raw.in_transaction and session.sync_session.in_transaction()
+                raw.execute("INSERT INTO p VALUES (6)")
+                raise RuntimeError("the part after the commit is rolled back")
+        assert not writer.in_transaction
+        assert sqlite3.connect(path).execute("SELECT max(id) FROM p").fetchone() == (5,)
+
         with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
             async with db.write() as session:
                 raw = engine_module.raw_transaction(session)

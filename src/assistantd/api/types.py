@@ -310,7 +310,7 @@ class WireModel(BaseModel):
     # attribute name: ``from_row`` may then validate the row's loaded values (its instance dict)
     # rather than read each through SQLAlchemy's attribute descriptor, 3× the cost (9 µs against
     # 3 µs for a run, timed warm; a streamed run emits ~7 such events). Pinned per class by
-    # tests/unit/test_wire_rows.py.
+    # tests/unit/test_wire.py.
     ROW_FIELDS_ARE_COLUMNS: ClassVar[bool] = False
 
     @classmethod

@@ -111,10 +111,14 @@ def _sqlite_connection(session: AsyncSession) -> sqlite3.Connection | None:
     """The session's sqlite3 connection, in its transaction, when a statement may go straight to
     it: SQLite, and nothing pending in the session (else None)."""
     sync = session.sync_session
-    raw = sync.info.get(RAW_TRANSACTION)  # a write transaction's (Database.write): no SQLAlchemy begin
-    if raw is None and sync.bind.dialect.name != "sqlite" or sync.new or sync.dirty or sync.deleted:
+    raw = sync.info.get(RAW_TRANSACTION)  # a write transaction's (Database.write)
+    if raw is None and sync.bind.dialect.name != "sqlite":
         return None
-    return raw if raw is not None else sync.connection().connection.driver_connection
+    if sync.new or sync.dirty or sync.deleted:
+        return None
+    if raw is not None and raw.in_transaction:  # (no SQLAlchemy transaction begun for it)
+        return raw
+    return sync.connection().connection.driver_connection
 
 
 async def _execute(session: AsyncSession, statement: Any, cls: type, values: dict[str, Any]) -> tuple[int, Any]:
