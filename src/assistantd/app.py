@@ -43,7 +43,6 @@ log = logging.getLogger("assistantd")
 GC_YOUNG_THRESHOLD = 5_000  # net allocations between collections of the youngest generation (see lifespan)
 
 
-
 async def _supervise(name: str, interval: float, job, *args, woken: asyncio.Event | None = None) -> None:
     """Run ``job`` every ``interval`` seconds, and at once when ``woken`` is set; a failure is
     logged, never fatal."""

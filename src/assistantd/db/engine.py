@@ -160,18 +160,22 @@ def _finish(session: AsyncSession, *, commit: bool) -> None:
     connection, the begin event sending no second ``BEGIN``), whose commit then flushes what it
     holds and commits. Whatever fails, nothing is left open on the held connection."""
     sync = session.sync_session
-    raw = sync.info[RAW_TRANSACTION]
     try:
         if commit:
             if sync.in_transaction() or sync.new or sync.dirty or sync.deleted:
                 sync.commit()
-            if raw.in_transaction:
-                raw.execute("COMMIT")
+            _end_sqlite3(sync, "COMMIT")
     finally:
         if sync.in_transaction():
             sync.rollback()
-        if raw.in_transaction:
-            raw.execute("ROLLBACK")
+        _end_sqlite3(sync, "ROLLBACK")
+
+
+def _end_sqlite3(sync, statement: str) -> None:
+    """``COMMIT`` or ``ROLLBACK`` a write session's sqlite3 transaction, if it is still open."""
+    raw = sync.info.get(RAW_TRANSACTION)
+    if raw is not None and raw.in_transaction:
+        raw.execute(statement)
 
 
 def inline_sync_engine(session: AsyncSession) -> Engine | None:
@@ -233,15 +237,11 @@ class InlineSession(AsyncSession):
         """Within :meth:`Database.write` the transaction may be sqlite3's alone (the session never
         joined it): it is committed too, and what follows is a new one, the session's."""
         self.sync_session.commit()
-        raw = self.sync_session.info.get(RAW_TRANSACTION)
-        if raw is not None and raw.in_transaction:
-            raw.execute("COMMIT")
+        _end_sqlite3(self.sync_session, "COMMIT")
 
     async def rollback(self) -> None:
         self.sync_session.rollback()
-        raw = self.sync_session.info.get(RAW_TRANSACTION)
-        if raw is not None and raw.in_transaction:
-            raw.execute("ROLLBACK")
+        _end_sqlite3(self.sync_session, "ROLLBACK")
 
 
 class _InlineCursor(sqlite3.Cursor):

@@ -102,6 +102,11 @@ def new_row(cls: type, **values: Any) -> Any:
     unknown = values.keys() - _settable(cls)
     if unknown:
         raise TypeError(f"{sorted(unknown)[0]!r} is an invalid keyword argument for {cls.__name__}")
+    return _built(cls, values)
+
+
+def _built(cls: type, values: Any) -> Any:
+    """A ``cls`` object holding ``values`` (a mapping, or (attribute, value) pairs) as loaded."""
     obj = _manager(cls).new_instance()
     instance_dict(obj).update(values)
     return obj
@@ -205,8 +210,7 @@ def _select_for_sqlite(statement: Any, dialect: Any) -> _SQLiteSelect:
 
 
 def _detached(cls: type, values: Any) -> Any:
-    obj = _manager(cls).new_instance()
-    instance_dict(obj).update(zip(_attribute_names(cls), values))
+    obj = _built(cls, zip(_attribute_names(cls), values))
     make_transient_to_detached(obj)
     return obj
 
