@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -13,11 +12,10 @@ from assistantd.runs import prompt as prompts
 from assistantd.runs.events import Event
 from assistantd.runs.turn import ToolCallDraft, TurnReader
 from assistantd.threads.schemas import TextDeltaJSON
+from assistantd.upstream.client import ChatStream
 
-__all__ = ["CALL_PENDING", "CALL_STARTED", "CANCEL", "OpenMessage", "PendingCalls", "RunCancelled", "RunContext",
-           "Turn"]
+__all__ = ["CALL_PENDING", "CALL_STARTED", "OpenMessage", "PendingCalls", "RunCancelled", "RunContext", "Turn"]
 
-CANCEL = object()  # put on a turn's chunk queue: stop reading the upstream, the run is being cancelled
 # A built-in call's ``state`` in its step's ``tool_io`` until it has run (a finished call has none):
 # written when the model has finished the turn's calls, and — for a tool that may not run twice —
 # ``started`` just before it runs, so that a run resumed after its process died knows what was done.
@@ -59,7 +57,7 @@ class RunContext:
     """A run while this process executes it."""
 
     run: Run
-    queue: asyncio.Queue | None = None  # the current turn's chunks
+    stream: ChatStream | None = None  # the current turn's answer, while it is read
     cancel_requested: bool = False
     open_message: OpenMessage | None = None  # the message the model is still writing
     images: list[str] = field(default_factory=list)  # files the tools showed, not yet in a message
@@ -70,13 +68,13 @@ class RunContext:
     deadline: float = math.inf  # time.monotonic() by which this stretch of execution must end
     turns: int = 0  # model turns taken in this stretch
     pending: PendingCalls | None = None  # a resumed run's calls to finish before its next turn
-    answer: tuple[asyncio.Queue, asyncio.Task] | None = None  # the first turn's request, sent early
+    answer: ChatStream | None = None  # the first turn's request, sent early
 
     def drop_answer(self) -> None:
         """Give up the request sent early, if its turn has not taken it."""
         if self.answer is not None:
-            self.answer[1].cancel()
-            self.answer = self.queue = None
+            self.answer.drop()
+            self.answer = self.stream = None
 
     def __post_init__(self) -> None:
         usage = self.run.usage or {}
@@ -90,9 +88,11 @@ class RunContext:
         return None if limit is None else limit - self.completion_tokens
 
     def request_cancel(self) -> None:
+        """Stop the run: the read of its model's answer in progress (or the next) raises
+        :class:`RunCancelled`; between turns, ``cancel_requested`` is looked at."""
         self.cancel_requested = True
-        if self.queue is not None:
-            self.queue.put_nowait(CANCEL)
+        if self.stream is not None:
+            self.stream.interrupt(RunCancelled())
 
     def add_files(self, made: Iterable[dict[str, Any]]) -> None:
         """Take note of files a tool call made (its ``tool_io`` ``files``): paths the answer may

@@ -13,7 +13,6 @@ process died is resumed from the last of them (:mod:`assistantd.runs.resume`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import Any
@@ -24,8 +23,8 @@ from assistantd import ids
 from assistantd.db.models import RunStep
 from assistantd.files.storage import FileStore
 from assistantd.runs import prompt as prompts
-from assistantd.runs.context import (CALL_PENDING, CALL_STARTED, CANCEL, OpenMessage, PendingCalls,
-                                     RunCancelled, RunContext, Turn)
+from assistantd.runs.context import (CALL_PENDING, CALL_STARTED, OpenMessage, PendingCalls, RunCancelled, RunContext,
+                                     Turn)
 from assistantd.runs.events import Event
 from assistantd.runs.failures import RunFailure, short_message
 from assistantd.runs.schemas import RequiredAction, RunStepDeltaEvent
@@ -38,7 +37,7 @@ from assistantd.tools.base import ToolContext, ToolFailure
 from assistantd.tools.presentation import tool_type_of
 from assistantd.tools.registry import ToolRegistry
 from assistantd.tools.schemas import Function, FunctionToolCall
-from assistantd.upstream.client import END_OF_ANSWER, UpstreamClient
+from assistantd.upstream.client import END_OF_ANSWER, ChatStream, UpstreamClient
 
 __all__ = ["RunContext", "RunExecutor"]
 
@@ -140,7 +139,7 @@ class RunExecutor:
         """Send the first turn's request now, its prompt being known (built in the claiming
         transaction): the model's wait for its first token overlaps the commit, the client's
         first events and the run's start, instead of following them. Its chunks wait in the
-        turn's queue; a run that ends before its turn reads them drops the request
+        turn's stream; a run that ends before its turn reads them drops the request
         (:meth:`RunContext.drop_answer`). Only for a turn that will be taken: not when the
         run's budget is already spent (``_turn`` ends it without a request). Returns whether
         it was sent."""
@@ -154,37 +153,30 @@ class RunExecutor:
 
     # --- the model's answer, as it streams --------------------------------------------------------
 
-    def _send(self, ctx: RunContext, prompt: prompts.Prompt, deadline: float) -> tuple[asyncio.Queue, asyncio.Task]:
-        """Start the turn's request: its chunks go on a queue (the run's ``queue``, where a
-        cancel lands too) until the answer ends, within the turn's deadline, or the run's
-        when that comes first (an upstream that keeps its stream alive, SSE comments or a
-        token an hour, never trips the read timeout)."""
+    def _send(self, ctx: RunContext, prompt: prompts.Prompt, deadline: float) -> ChatStream:
+        """Start the turn's request: its answer must end within the turn's deadline, or the
+        run's when that comes first (an upstream that keeps its stream alive, SSE comments or a
+        token an hour, never trips the read timeout). A cancel interrupts it
+        (:meth:`RunContext.request_cancel`)."""
         limit = self.settings.upstream_turn_timeout
         expired = f"The model did not finish its answer within {limit:g} s (ASSISTANTD_UPSTREAM_TURN_TIMEOUT)."
         if deadline - time.monotonic() < limit:
             limit, expired = max(0.0, deadline - time.monotonic()), self._run_timeout_message()
-        queue = ctx.queue = asyncio.Queue()
+        stream = ctx.stream = self.upstream.open_chat(prompt.body, limit, expired)
         if ctx.cancel_requested:
-            queue.put_nowait(CANCEL)
-        return queue, asyncio.create_task(self.upstream.pump_chat(prompt.body, queue, limit, expired))
+            stream.interrupt(RunCancelled())
+        return stream
 
     async def _read_answer(self, ctx: RunContext, turn: Turn, prompt: prompts.Prompt) -> None:
-        sent, ctx.answer = ctx.answer, None
-        queue, pump = sent or self._send(ctx, prompt, ctx.deadline)
+        stream, ctx.answer = ctx.answer, None
+        stream = stream or self._send(ctx, prompt, ctx.deadline)
         try:
-            while (item := await queue.get()) is not END_OF_ANSWER:
-                if item is CANCEL:
-                    raise RunCancelled()
-                if isinstance(item, BaseException):
-                    raise item
-                for happening in turn.reader.feed(item):
+            while (chunk := await stream.next()) is not END_OF_ANSWER:
+                for happening in turn.reader.feed(chunk):
                     await self._on(ctx, turn, happening)
         finally:
-            ctx.queue = None
-            if not pump.done():
-                pump.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await pump
+            ctx.stream = None
+            await stream.aclose()
 
     async def _on(self, ctx: RunContext, turn: Turn, happening: TextDelta | ToolCallStarted | InputDelta) -> None:
         run_id = ctx.run.id

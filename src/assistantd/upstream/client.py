@@ -13,7 +13,7 @@ import json
 import logging
 import re
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import aiohttp
@@ -31,7 +31,7 @@ CONNECT_RETRIES = 2
 # OpenAI-compatible server's), so that the upstream rarely closes one just as it is reused.
 KEEPALIVE_SECONDS = 4.0
 DRAIN_SECONDS = 1.0  # how long the end of a body may lag behind its [DONE]
-END_OF_ANSWER = object()  # what pump_chat puts on its queue once the answer is over
+END_OF_ANSWER = object()  # what ChatStream.next gives once the answer is over
 ERROR_BODY_BYTES = 64 * 1024  # of an error answer's body, read for its message
 DETAIL_CHARS = 300  # of the upstream's own error message, shown in last_error
 
@@ -79,7 +79,8 @@ class UpstreamClient:
         if self._session is not None:
             await self._session.close()
 
-    async def stream_chat(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def stream_chat(self, body: dict[str, Any],
+                          on_body: Callable[[aiohttp.StreamReader], None] | None = None) -> AsyncIterator[dict[str, Any]]:
         """Yield the chunks of one streamed completion; raise :class:`UpstreamError` on failure.
 
         Each chunk yielded has the shape the executor reads (see :func:`_check`), its text
@@ -87,12 +88,14 @@ class UpstreamClient:
         A connection that fails before the answer starts (typically a pooled keep-alive
         connection the upstream had just closed) is retried; once a chunk has been relayed,
         a failure ends the run, since the client has already seen part of the answer.
+        ``on_body(reader)``: called with each answer's body reader before it is read
+        (:class:`ChatStream` interrupts a read through it).
         """
         payload = _json_bytes({**body, "stream": True, "stream_options": {"include_usage": True}})
         started = False
         for attempt in range(CONNECT_RETRIES + 1):
             try:
-                async for chunk in self._stream_once(payload, body):
+                async for chunk in self._stream_once(payload, body, on_body):
                     started = True
                     yield chunk
                 return
@@ -103,27 +106,13 @@ class UpstreamClient:
                         else "Could not reach the model"
                     raise UpstreamError("server_error", f"{what} ({type(exc).__name__}).") from exc
 
-    async def pump_chat(self, body: dict[str, Any], queue: asyncio.Queue, limit: float, expired: str) -> None:
-        """Put the chunks of :meth:`stream_chat` on ``queue`` within ``limit`` seconds, then
-        :data:`END_OF_ANSWER`; a failure goes on the queue as an :class:`UpstreamError` (``expired``
-        when the time is up). Network only: cancelling it is always safe."""
-        try:
-            async with asyncio.timeout(limit):
-                async for chunk in self.stream_chat(body):
-                    queue.put_nowait(chunk)
-            queue.put_nowait(END_OF_ANSWER)
-        except asyncio.CancelledError:
-            raise
-        except TimeoutError:
-            queue.put_nowait(UpstreamError("server_error", expired))
-        except UpstreamError as exc:
-            queue.put_nowait(exc)
-        except Exception as exc:
-            log.exception("reading the model's answer failed")
-            queue.put_nowait(UpstreamError("server_error", f"Reading the model's answer failed "
-                                                           f"({type(exc).__name__}); see the server log."))
+    def open_chat(self, body: dict[str, Any], limit: float, expired: str) -> ChatStream:
+        """Send a turn's request now; its chunks are read from the :class:`ChatStream` returned,
+        which ends the answer with :class:`UpstreamError` (``expired``) after ``limit`` seconds."""
+        return ChatStream(self, body, limit, expired)
 
-    async def _stream_once(self, payload: bytes, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def _stream_once(self, payload: bytes, body: dict[str, Any],
+                           on_body: Callable[[aiohttp.StreamReader], None] | None) -> AsyncIterator[dict[str, Any]]:
         try:
             async with self._http.post(self._chat_url, data=payload, headers=self._headers) as response:
                 if response.status >= 400:
@@ -135,6 +124,8 @@ class UpstreamClient:
                     shown = f"content-type {repair(content_type[:100])}" if content_type else "no content-type"
                     raise UpstreamError("server_error", f"The model's answer was not an event stream ({shown}).")
                 reader = ChunkReader(self._max_line, body)
+                if on_body is not None:
+                    on_body(response.content)
                 async for data in response.content.iter_any():
                     for chunk in reader.feed(data):
                         yield chunk
@@ -167,6 +158,91 @@ class UpstreamClient:
             raise UpstreamError("server_error", f"Could not reach the embeddings model ({type(exc).__name__}).") from exc
         data = sorted(answer["data"], key=lambda d: d["index"])
         return [d["embedding"] for d in data]
+
+
+class ChatStream:
+    """One model turn's answer, read by the run's own task: ``await next()`` gives its chunks,
+    then :data:`END_OF_ANSWER`.
+
+    The request goes out when the stream is made, and a task of its own waits for the first
+    chunk (the run may still be committing its start meanwhile: :meth:`RunExecutor.send_early`);
+    every later chunk is read by whoever calls :meth:`next`, with no task or queue between the
+    model's connection and the run (one hop less per token). :meth:`interrupt` ends the answer
+    from outside (a cancel, the turn's deadline): the read in progress, or the next one, raises
+    the exception given — only a read, never the run's own work between two reads, which is why
+    it goes through the body's reader (aiohttp's ``StreamReader.set_exception``, what aiohttp
+    itself does when a connection breaks) rather than through the task. Always :meth:`aclose`
+    (or :meth:`drop`) it: its connection goes back to the pool, or is closed mid-answer.
+    """
+
+    def __init__(self, client: UpstreamClient, body: dict[str, Any], limit: float, expired: str) -> None:
+        self._failure: BaseException | None = None
+        self._body: aiohttp.StreamReader | None = None
+        self._chunks = client.stream_chat(body, self._on_body)
+        loop = asyncio.get_running_loop()
+        self._first: asyncio.Task | None = loop.create_task(self._first_chunk())
+        self._deadline = loop.call_later(limit, lambda: self.interrupt(UpstreamError("server_error", expired)))
+
+    async def _first_chunk(self) -> Any:
+        try:
+            return await anext(self._chunks)
+        except StopAsyncIteration:
+            return END_OF_ANSWER
+
+    def _on_body(self, body: aiohttp.StreamReader) -> None:
+        self._body = body
+        if self._failure is not None:
+            body.set_exception(self._failure)
+
+    def interrupt(self, exc: BaseException) -> None:
+        """End the answer with ``exc``: the read waiting now raises it, or the next one does
+        (the first to come wins; the request is given up on, network only)."""
+        if self._failure is not None:
+            return
+        self._failure = exc
+        if self._body is not None:
+            self._body.set_exception(exc)
+        if self._first is not None and not self._first.done():
+            self._first.cancel()
+
+    async def next(self) -> Any:
+        """The answer's next chunk (a dict), or :data:`END_OF_ANSWER`; raises the interrupting
+        exception, or :class:`UpstreamError`."""
+        try:
+            first, self._first = self._first, None
+            if first is not None:
+                if not first.done():
+                    await asyncio.wait((first,))
+                if self._failure is None:
+                    return first.result()
+            if self._failure is not None:
+                raise self._failure
+            return await anext(self._chunks)
+        except StopAsyncIteration:
+            return END_OF_ANSWER
+        except Exception as exc:
+            if exc is self._failure or isinstance(exc, UpstreamError):
+                raise
+            log.exception("reading the model's answer failed")
+            raise UpstreamError("server_error", f"Reading the model's answer failed "
+                                                f"({type(exc).__name__}); see the server log.") from None
+
+    async def aclose(self) -> None:
+        """Stop reading: the connection goes back to the pool if the answer was read to its end."""
+        self._deadline.cancel()
+        first, self._first = self._first, None
+        if first is not None:
+            if not first.done():
+                first.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await first
+        with contextlib.suppress(Exception):
+            await self._chunks.aclose()
+
+    def drop(self) -> None:
+        """:meth:`aclose` it from where nothing can await (an answer whose turn never came)."""
+        self._deadline.cancel()
+        asyncio.get_running_loop().create_task(self.aclose())
 
 
 class ChunkReader:

@@ -1,0 +1,163 @@
+"""A model turn's answer read by the run's own task (upstream/client.ChatStream), against a small
+aiohttp model on loopback: its chunks, its end, and what interrupts it (a cancel, the deadline)
+wherever the read is — waiting for the first chunk, waiting for the next, or not reading at all."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+from aiohttp import web
+
+from assistantd.upstream.client import END_OF_ANSWER, ChatStream, UpstreamClient, UpstreamError
+
+
+class Stop(Exception):
+    """What the tests interrupt a stream with (the executor uses RunCancelled)."""
+
+
+def _chunk(text: str, finish: str | None = None) -> bytes:
+    body = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m",
+            "choices": [{"index": 0, "delta": {"content": text} if text else {}, "finish_reason": finish}]}
+    return b"data: " + json.dumps(body).encode() + b"\n\n"
+
+
+async def _model(request: web.Request) -> web.StreamResponse:
+    """``stall_before`` seconds, then the words of ``say`` (``stall_after`` seconds between them),
+    then the end: as the body's ``messages[0].content`` says, JSON."""
+    body = await request.json()
+    if "messages" not in body:
+        return web.json_response({"error": {"message": "no messages"}}, status=400)
+    plan = json.loads(body["messages"][0]["content"])
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    await asyncio.sleep(plan.get("stall_before", 0))
+    try:
+        for i, word in enumerate(plan["say"]):
+            if i:
+                await asyncio.sleep(plan.get("stall_after", 0))
+            await response.write(_chunk(word))
+        await response.write(_chunk("", "stop") + b"data: [DONE]\n\n")
+        await response.write_eof()
+    except ConnectionError:  # (the client gave up on the answer: what the tests do)
+        pass
+    return response
+
+
+def _run(test, **plan_defaults):
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", _model)
+        runner = web.AppRunner(app, shutdown_timeout=0.1, handler_cancellation=True)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        client = UpstreamClient(f"http://127.0.0.1:{port}/v1", None, connect_timeout=5, read_timeout=30)
+        try:
+            await test(client)
+        finally:
+            await client.aclose()
+            await runner.cleanup()
+
+    asyncio.run(main())
+
+
+def _open(client: UpstreamClient, plan: dict, limit: float = 30) -> ChatStream:
+    return client.open_chat({"model": "m", "messages": [{"role": "user", "content": json.dumps(plan)}]},
+                            limit, "the turn's time is up")
+
+
+async def _texts(stream: ChatStream) -> list[str]:
+    texts = []
+    while (chunk := await stream.next()) is not END_OF_ANSWER:
+        texts.append(chunk["choices"][0]["delta"].get("content") or "")
+    return texts
+
+
+def test_the_answer_is_read_to_its_end_and_its_connection_reused():
+    async def test(client: UpstreamClient) -> None:
+        for _ in range(2):
+            stream = _open(client, {"say": ["Hello", ", world"]})
+            try:
+                assert await _texts(stream) == ["Hello", ", world", ""]
+                assert await stream.next() is END_OF_ANSWER
+            finally:
+                await stream.aclose()
+        connector = client._http.connector
+        assert len(connector._conns) == 1, "a connection read to its end goes back to the pool"
+
+    _run(test)
+
+
+@pytest.mark.parametrize("where", ["first chunk", "next chunk"])
+def test_an_interrupt_ends_the_read_waiting_now(where: str):
+    async def test(client: UpstreamClient) -> None:
+        plan = {"say": ["a", "b"], "stall_before": 5} if where == "first chunk" else \
+            {"say": ["a", "b"], "stall_after": 5}
+        stream = _open(client, plan)
+        try:
+            if where == "next chunk":
+                assert (await stream.next())["choices"][0]["delta"]["content"] == "a"
+            asyncio.get_running_loop().call_later(0.1, stream.interrupt, Stop("cancelled"))
+            started = time.monotonic()
+            with pytest.raises(Stop):
+                await stream.next()
+            assert time.monotonic() - started < 2
+        finally:
+            await stream.aclose()
+
+    _run(test)
+
+
+def test_an_interrupt_while_not_reading_is_raised_by_the_next_read_even_with_chunks_waiting():
+    async def test(client: UpstreamClient) -> None:
+        stream = _open(client, {"say": ["a", "b", "c"]})
+        try:
+            assert (await stream.next())["choices"][0]["delta"]["content"] == "a"
+            await asyncio.sleep(0.2)  # the rest of the answer has arrived meanwhile
+            stream.interrupt(Stop("cancelled"))
+            stream.interrupt(Stop("second"))  # the first interrupt wins
+            with pytest.raises(Stop, match="cancelled"):
+                await stream.next()
+        finally:
+            await stream.aclose()
+
+    _run(test)
+
+
+@pytest.mark.parametrize("where", ["first chunk", "next chunk"])
+def test_the_deadline_ends_the_answer(where: str):
+    async def test(client: UpstreamClient) -> None:
+        plan = {"say": ["a", "b"], "stall_before": 5} if where == "first chunk" else \
+            {"say": ["a", "b"], "stall_after": 5}
+        stream = _open(client, plan, limit=0.3)
+        try:
+            started = time.monotonic()
+            with pytest.raises(UpstreamError, match="the turn's time is up"):
+                await _texts(stream)
+            assert time.monotonic() - started < 2
+        finally:
+            await stream.aclose()
+
+    _run(test)
+
+
+def test_a_dropped_answer_leaves_no_task_or_error_behind():
+    async def test(client: UpstreamClient) -> None:
+        errors: list[dict] = []
+        asyncio.get_running_loop().set_exception_handler(lambda loop, context: errors.append(context))
+        waiting = _open(client, {"say": ["a"], "stall_before": 5})
+        failed = client.open_chat({"model": "m"}, 30, "late")  # (no messages: the model refuses it)
+        await asyncio.sleep(0.2)
+        before = len(asyncio.all_tasks())
+        waiting.drop()
+        failed.drop()
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+        assert len(asyncio.all_tasks()) <= before - 2
+        assert errors == []
+
+    _run(test)
