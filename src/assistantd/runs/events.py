@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from assistantd.api.sse import StreamQueue
 from assistantd.api.types import WireModel
 
 # Run events after which a stream has nothing more to say (``error``: the stream itself failed).
@@ -71,7 +72,7 @@ class Subscription:
 
     def __init__(self, bus: EventBus, run_id: str) -> None:
         self.bus, self.run_id = bus, run_id
-        self.queue: asyncio.Queue[Event] = asyncio.Queue()
+        self.queue: StreamQueue = StreamQueue()
 
     def close(self) -> None:
         self.bus.unsubscribe(self)
