@@ -9,7 +9,7 @@ see the same background; the figure is the ratio per batch, and its median.
 
 Each checkout is a folder with ``src/assistantd`` (e.g. ``git worktree add /tmp/old <rev>``).
 ``stream``: 40 streamed runs a batch, one at a time; ``poll``: 200 non-streamed runs a batch at
-concurrency 10, polled. CPU is read from /proc with the clock tick's resolution (10 ms).
+concurrency 10, polled. CPU is read from /proc/PID/task/*/schedstat, to the nanosecond.
 ``idle``: not CPU but time, bench/load.py's idle figure: 10 streamed runs a batch, one at a time, each
 after one straight to the model (first chunk after 100 ms; ``--instant``: at once); the figure is the
 added time to the first ``thread.message.delta`` (through minus straight), its median per batch, and
@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 import stream_overhead as so  # noqa: E402
+from openloop import cpu_seconds_precise  # noqa: E402
 from tests.support.server import ServerProcess  # noqa: E402
 
 
@@ -55,14 +56,14 @@ def main() -> None:
         for batch in range(args.batches):
             for name in (list(versions) if batch % 2 == 0 else list(reversed(versions))):
                 server = servers[name]
-                before = so.cpu_seconds(server.proc.pid)
+                before = cpu_seconds_precise(server.proc.pid)
                 if args.mode == "stream":
                     asyncio.run(so.ttft_phase(server.base_url, upstream, 1, 40))
                     runs = 40
                 else:
                     asyncio.run(so.throughput_phase(server.base_url, upstream, 10, 200, server.proc.pid, fake.pid))
                     runs = 200
-                per[name].append((so.cpu_seconds(server.proc.pid) - before) / runs * 1000)
+                per[name].append((cpu_seconds_precise(server.proc.pid) - before) / runs * 1000)
         for name, root in versions.items():
             values = per[name]
             print(f"{name} ({root}): server CPU per {args.mode} run, median {statistics.median(values):.2f} ms "
