@@ -448,3 +448,11 @@ def test_text_delta_json_is_the_models_own_json(value) -> None:
         fast = TextDeltaJSON(MESSAGE_ID, index)(value)
         assert fast == MessageDeltaEvent.text(MESSAGE_ID, index, value).model_dump_json(by_alias=True)
         assert_sdk_reads(sdk_threads.MessageDeltaEvent, fast)
+
+
+@pytest.mark.parametrize("message_id", ["msg_abc123", 'msg_"quoted"\\', "msg_\u00e9\u2028", "@@assistantd-message-id@@"])
+def test_text_delta_json_puts_each_messages_id_in_the_template_made_once(message_id) -> None:
+    for index in (0, 1):
+        for value in ("a", "@@assistantd-message-id@@"):
+            fast = TextDeltaJSON(message_id, index)(value)
+            assert fast == MessageDeltaEvent.text(message_id, index, value).model_dump_json(by_alias=True)

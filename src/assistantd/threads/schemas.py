@@ -3,6 +3,8 @@ content parts, and the ``thread.message.delta`` events a run streams."""
 
 from __future__ import annotations
 
+import functools
+
 from typing import Annotated, Any, Literal, Self, Union
 
 import orjson
@@ -245,14 +247,25 @@ class TextDeltaJSON:
     """The JSON text of ``MessageDeltaEvent.text(message_id, index, value)`` for any ``value``,
     cut once from that model's own JSON around a marker: a streamed token then costs one string
     encoding and a concatenation instead of a model's validation and serialisation (the stream's
-    per-token path). tests/unit/test_wire.py pins it to the model's JSON."""
+    per-token path). The model's JSON is made once per ``index``, with a marker for the message's
+    id too, which each message then puts in. tests/unit/test_wire.py pins it to the model's JSON."""
 
     __slots__ = ("head", "tail")
     _MARK = "@@assistantd-text-delta@@"
+    _ID_MARK = "@@assistantd-message-id@@"
 
     def __init__(self, message_id: str, index: int) -> None:
-        whole = MessageDeltaEvent.text(message_id, index, self._MARK).model_dump_json(by_alias=True)
-        self.head, _, self.tail = whole.partition(f'"{self._MARK}"')
+        head, self.tail = self._cut(index)
+        self.head = head.replace(f'"{self._ID_MARK}"', orjson.dumps(message_id).decode(), 1)
+
+    @classmethod
+    @functools.cache
+    def _cut(cls, index: int) -> tuple[str, str]:
+        whole = MessageDeltaEvent.text(cls._ID_MARK, index, cls._MARK).model_dump_json(by_alias=True)
+        head, _, tail = whole.partition(f'"{cls._MARK}"')
+        if f'"{cls._ID_MARK}"' not in head:  # (the id comes before the text in the model's JSON)
+            raise AssertionError("TextDeltaJSON: the message id is not before the text")
+        return head, tail
 
     def __call__(self, value: str) -> str:
         return self.head + orjson.dumps(value).decode() + self.tail
