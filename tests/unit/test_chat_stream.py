@@ -70,6 +70,11 @@ def _open(client: UpstreamClient, plan: dict, limit: float = 30) -> ChatStream:
                             limit, "the turn's time is up")
 
 
+def _stalled(where: str) -> dict:
+    """A plan whose answer stalls before its first chunk, or after it."""
+    return {"say": ["a", "b"], "stall_before": 5} if where == "first chunk" else {"say": ["a", "b"], "stall_after": 5}
+
+
 async def _texts(stream: ChatStream) -> list[str]:
     texts = []
     while (chunk := await stream.next()) is not END_OF_ANSWER:
@@ -95,9 +100,7 @@ def test_the_answer_is_read_to_its_end_and_its_connection_reused():
 @pytest.mark.parametrize("where", ["first chunk", "next chunk"])
 def test_an_interrupt_ends_the_read_waiting_now(where: str):
     async def test(client: UpstreamClient) -> None:
-        plan = {"say": ["a", "b"], "stall_before": 5} if where == "first chunk" else \
-            {"say": ["a", "b"], "stall_after": 5}
-        stream = _open(client, plan)
+        stream = _open(client, _stalled(where))
         try:
             if where == "next chunk":
                 assert (await stream.next())["choices"][0]["delta"]["content"] == "a"
@@ -131,9 +134,7 @@ def test_an_interrupt_while_not_reading_is_raised_by_the_next_read_even_with_chu
 @pytest.mark.parametrize("where", ["first chunk", "next chunk"])
 def test_the_deadline_ends_the_answer(where: str):
     async def test(client: UpstreamClient) -> None:
-        plan = {"say": ["a", "b"], "stall_before": 5} if where == "first chunk" else \
-            {"say": ["a", "b"], "stall_after": 5}
-        stream = _open(client, plan, limit=0.3)
+        stream = _open(client, _stalled(where), limit=0.3)
         try:
             started = time.monotonic()
             with pytest.raises(UpstreamError, match="the turn's time is up"):
