@@ -212,9 +212,10 @@ def _inline_sqlite_engine(url: str) -> AsyncEngine:
 
 class InlineSession(AsyncSession):
     """SQLite's sessions: ``execute``, ``scalar``, ``scalars``, ``get``, ``flush``, ``commit`` and
-    ``rollback`` call the sync session directly, where AsyncSession spawns a greenlet for each and switches to it. The inline
-    engine never awaits (:func:`_inline_sqlite_engine`), so the greenlet only cost time; results
-    are buffered and checked as AsyncSession's are. Pinned by tests/test_db_shortcuts.py."""
+    ``rollback`` call the sync session directly, where AsyncSession spawns a greenlet for each and
+    switches to it. The inline engine never awaits (:func:`_inline_sqlite_engine`), so the greenlet
+    only cost time; results are buffered and checked as AsyncSession's are. Pinned by
+    tests/test_db_shortcuts.py."""
 
     async def execute(self, statement, params=None, *, execution_options=None, bind_arguments=None, **kw):
         options = {**(execution_options or {}), "prebuffer_rows": True}

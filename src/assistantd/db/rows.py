@@ -33,7 +33,7 @@ from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm.attributes import instance_dict, set_committed_value
 from sqlalchemy.orm.instrumentation import manager_of_class
 
-from assistantd.db.engine import RAW_TRANSACTION, json_text
+from assistantd.db.engine import json_text, raw_transaction
 
 
 @functools.cache
@@ -116,7 +116,7 @@ def _sqlite_connection(session: AsyncSession) -> sqlite3.Connection | None:
     """The session's sqlite3 connection, in its transaction, when a statement may go straight to
     it: SQLite, and nothing pending in the session (else None)."""
     sync = session.sync_session
-    raw = sync.info.get(RAW_TRANSACTION)  # a write transaction's (Database.write)
+    raw = raw_transaction(session)  # a write transaction's (Database.write)
     if raw is None and sync.bind.dialect.name != "sqlite":
         return None
     if sync.new or sync.dirty or sync.deleted:

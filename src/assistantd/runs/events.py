@@ -14,7 +14,6 @@ signals between processes (:meth:`EventBus.broadcast`), which a bus of one proce
 from __future__ import annotations
 
 import abc
-import asyncio
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -150,7 +149,7 @@ class LocalEventBus(EventBus):
     """The bus of one process: each subscription's queue is filled directly by ``publish``."""
 
     def __init__(self) -> None:
-        self._subscribers: dict[str, set[asyncio.Queue[Event]]] = {}
+        self._subscribers: dict[str, set[StreamQueue]] = {}
 
     def subscribe(self, run_id: str) -> Subscription:
         subscription = Subscription(self, run_id)

@@ -4,7 +4,6 @@ content parts, and the ``thread.message.delta`` events a run streams."""
 from __future__ import annotations
 
 import functools
-
 from typing import Annotated, Any, Literal, Self, Union
 
 import orjson
