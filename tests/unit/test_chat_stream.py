@@ -26,7 +26,8 @@ def _chunk(text: str, finish: str | None = None) -> bytes:
 
 async def _model(request: web.Request) -> web.StreamResponse:
     """``stall_before`` seconds, then the words of ``say`` (``stall_after`` seconds between them),
-    then the end: as the body's ``messages[0].content`` says, JSON."""
+    then the end (or, with ``break``, a broken connection): as the body's ``messages[0].content``
+    says, JSON."""
     body = await request.json()
     if "messages" not in body:
         return web.json_response({"error": {"message": "no messages"}}, status=400)
@@ -39,6 +40,10 @@ async def _model(request: web.Request) -> web.StreamResponse:
             if i:
                 await asyncio.sleep(plan.get("stall_after", 0))
             await response.write(_chunk(word))
+        if plan.get("break"):  # the connection breaks mid-answer
+            await asyncio.sleep(0.05)
+            request.transport.abort()
+            return response
         await response.write(_chunk("", "stop") + b"data: [DONE]\n\n")
         await response.write_eof()
     except ConnectionError:  # (the client gave up on the answer: what the tests do)
@@ -124,6 +129,21 @@ def test_an_interrupt_while_not_reading_is_raised_by_the_next_read_even_with_chu
             stream.interrupt(Stop("cancelled"))
             stream.interrupt(Stop("second"))  # the first interrupt wins
             with pytest.raises(Stop, match="cancelled"):
+                await stream.next()
+        finally:
+            await stream.aclose()
+
+    _run(test)
+
+
+def test_what_came_before_a_broken_connection_is_read_even_after_the_break():
+    async def test(client: UpstreamClient) -> None:
+        stream = _open(client, {"say": ["a", "b", "c"], "break": True})
+        try:
+            assert (await stream.next())["choices"][0]["delta"]["content"] == "a"
+            await asyncio.sleep(0.3)  # the rest of the answer, then the break, arrive meanwhile
+            assert [(await stream.next())["choices"][0]["delta"]["content"] for _ in range(2)] == ["b", "c"]
+            with pytest.raises(UpstreamError, match="connection to the model broke during its answer"):
                 await stream.next()
         finally:
             await stream.aclose()

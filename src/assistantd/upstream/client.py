@@ -126,12 +126,21 @@ class UpstreamClient:
                 reader = ChunkReader(self._max_line, body)
                 if on_body is not None:
                     on_body(response.content)
-                async for data in response.content.iter_any():
-                    for chunk in reader.feed(data):
+                try:
+                    async for data in response.content.iter_any():
+                        for chunk in reader.feed(data):
+                            yield chunk
+                        if reader.done:
+                            await _drain(response.content)
+                            return
+                except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError):
+                    # What the model sent before its connection broke still counts (the run
+                    # shows it, incomplete), however late the run reads it.
+                    for chunk in reader.feed(_received(response.content)):
                         yield chunk
                     if reader.done:
-                        await _drain(response.content)
                         return
+                    raise
                 reader.check_end()
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
             if isinstance(exc, aiohttp.ConnectionTimeoutError):
@@ -215,6 +224,8 @@ class ChatStream:
                     await asyncio.wait((first,))
                 if self._failure is None:
                     return first.result()
+                if not first.cancelled():
+                    first.exception()  # (retrieved: the interrupt is what the read raises)
             if self._failure is not None:
                 raise self._failure
             return await anext(self._chunks)
@@ -340,6 +351,17 @@ def _json_bytes(value: Any) -> bytes:
         return orjson.dumps(value)
     except TypeError:  # (orjson refuses what the stdlib writes: lone surrogates, non-str keys)
         return json.dumps(value).encode()
+
+
+def _received(content: aiohttp.StreamReader) -> bytes:
+    """The bytes a broken connection's body had received and not yet given out: aiohttp raises
+    the break (``set_exception``) ahead of them, in every read, so they are taken from its buffer
+    (private: a unit test pins it, tests/unit/test_chat_stream.py)."""
+    try:
+        return content._read_nowait(-1) if content._buffer else b""
+    except Exception:  # (not a reader of this aiohttp's shape)
+        log.exception("reading what a broken connection had received failed")
+        return b""
 
 
 async def _drain(content: aiohttp.StreamReader) -> None:
