@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import resource
 import shutil
 import signal
@@ -219,7 +220,7 @@ def start_profiler(pid: int, name: str) -> subprocess.Popen | None:
     if PROFILE is None:
         return None
     out = f"{PROFILE}-{name.replace(' ', '').replace(',', '-')}.txt"
-    return subprocess.Popen([shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy")), "record",
+    return subprocess.Popen([shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy")), "record", *(["--native"] if os.environ.get("PYSPY_NATIVE") else []),
                              "-p", str(pid), "-r", "200", "-f", "raw", "-o", out],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

@@ -265,6 +265,42 @@ def test_row_writes_go_straight_to_sqlite3_unless_the_session_has_pending_change
     _on(migrated_url, scenario)
 
 
+def test_has_pending_answers_what_new_dirty_and_deleted_answer(migrated_url):
+    """``has_pending`` reads the session's private collections (``_new``, ``_deleted``, the
+    identity map's ``_modified``) where ``new or dirty or deleted`` builds three sets: the same
+    answer in every state an object can leave a session in."""
+
+    async def scenario(db: Database) -> list[tuple[str, bool, bool]]:
+        seen = []
+
+        def check(what: str, session: AsyncSession) -> None:
+            sync = session.sync_session
+            seen.append((what, engine_module.has_pending(sync), bool(sync.new or sync.dirty or sync.deleted)))
+
+        async with db.write() as session:
+            check("empty", session)
+            thread = _thread(1)
+            session.add(thread)
+            check("added", session)
+            await session.flush()
+            check("flushed", session)
+            thread.metadata_ = {"n": 1}
+            check("modified", session)
+            await session.flush()
+            check("modified, flushed", session)
+            await session.delete(thread)
+            check("deleted", session)
+            await session.flush()
+            check("deleted, flushed", session)
+        return seen
+
+    seen = _on(migrated_url, scenario)
+    assert [(what, fast) for what, fast, _ in seen] == [
+        ("empty", False), ("added", True), ("flushed", False), ("modified", True), ("modified, flushed", False),
+        ("deleted", True), ("deleted, flushed", False)]
+    assert all(fast == public for _, fast, public in seen), seen
+
+
 def test_load_detached_reads_what_the_orm_reads_into_objects_the_session_does_not_hold(migrated_url):
     """rows.load_detached (the run path's reads): every column converted as the ORM converts it
     (JSON, floats, None), the extra columns after the object's, and objects that are detached —
@@ -591,6 +627,60 @@ def test_inline_session_loads_and_flushes_orm_objects_like_async_session(migrate
     else:
         assert kind == "AsyncSession" and {"flush", "get"} <= set(spawned), \
             f"PostgreSQL's AsyncSession no longer goes through greenlet_spawn: {spawned}"
+
+
+def test_sqlite_write_transactions_take_turns_with_one_session_each_finding_it_as_new(migrated_url):
+    """``Database.write`` on SQLite hands the next writer the session the last one used (writers
+    take turns; making and closing one a transaction cost more than most run-path transactions),
+    closed if the ORM used it: no object, pending change, transaction or begun listener passes
+    from one transaction to the next. One that leaves another module's key in ``info`` (with the
+    listener ``files_queued`` attaches) is dropped, not handed on."""
+    if not migrated_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL's write sessions are the pool's, one a transaction")
+    from assistantd.vector_stores import ingest
+
+    async def scenario(db: Database) -> None:
+        async with db.write() as first:
+            pass
+        async with db.write() as session:
+            assert session is first, "an untouched session was not handed on"
+            thread = Thread(id="thread_turns", tenant="t1", created_at=1, tool_resources={}, metadata_={})
+            session.add(thread)
+            await session.flush()
+            assert session.sync_session.identity_map
+        async with db.write() as session:
+            assert session is first
+            sync = session.sync_session
+            assert not sync.identity_map and not sync.new and not sync.dirty, "the last transaction's objects"
+            assert not sync.in_transaction()
+            assert rows_module._sqlite_connection(session) is engine_module.raw_transaction(session)
+            got = await session.get(Thread, thread.seq)
+            assert got is not thread and got.id == "thread_turns"
+        with contextlib.suppress(RuntimeError):
+            async with db.write() as session:
+                session.add(Thread(id="thread_rolled_back", tenant="t1", created_at=1, tool_resources={},
+                                   metadata_={}))
+                raise RuntimeError("rolled back")
+        async with db.write() as session:
+            assert session is first and not session.sync_session.new, "a rolled-back object is still pending"
+            assert (await session.scalar(select(Thread.id).where(Thread.id == "thread_rolled_back"))) is None
+
+        woken: list[bool] = []
+        monkeypatch = pytest.MonkeyPatch()
+        monkeypatch.setattr(ingest, "_committed", lambda _session: woken.append(True))
+        try:
+            with contextlib.suppress(RuntimeError):
+                async with db.write() as session:
+                    ingest.files_queued(session)
+                    raise RuntimeError("rolled back: its after_commit listener stays on the session")
+            async with db.write() as session:
+                assert session is not first, "a session with another module's info was handed on"
+                await session.scalar(select(Thread.id).limit(1))  # (the session joins: its commit is SQLAlchemy's)
+            assert woken == [], "a rolled-back transaction's listener fired on a later commit"
+        finally:
+            monkeypatch.undo()
+
+    _on(migrated_url, scenario)
 
 
 def test_a_large_write_commits_in_a_worker_thread_while_the_loop_runs(tmp_path, monkeypatch):

@@ -33,7 +33,7 @@ from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm.attributes import instance_dict, set_committed_value
 from sqlalchemy.orm.instrumentation import manager_of_class
 
-from assistantd.db.engine import json_text, raw_transaction
+from assistantd.db.engine import has_pending, json_text, raw_transaction
 
 
 @functools.cache
@@ -119,7 +119,7 @@ def _sqlite_connection(session: AsyncSession) -> sqlite3.Connection | None:
     raw = raw_transaction(session)  # a write transaction's (Database.write)
     if raw is None and sync.bind.dialect.name != "sqlite":
         return None
-    if sync.new or sync.dirty or sync.deleted:
+    if has_pending(sync):
         return None
     if raw is not None and raw.in_transaction:  # (no SQLAlchemy transaction begun for it)
         return raw
