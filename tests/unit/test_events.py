@@ -73,3 +73,12 @@ def test_events_of_wire_models_mappings_and_text_frame_as_sse():
     assert DONE_FRAME == b"event: done\ndata: [DONE]\n\n"
     assert Event.of("thread.run.requires_action", "{}").final
     assert not Event.of("thread.run.step.completed", "{}").final
+
+
+def test_events_of_one_object_under_several_names_share_its_json_made_once():
+    receipt = Deleted(id="run_1", object="thread.run.deleted")
+    created, queued = Event.each(("thread.run.created", "thread.run.queued"), receipt)
+    assert (created.name, queued.name) == ("thread.run.created", "thread.run.queued")
+    assert created.data == receipt.model_dump_json(by_alias=True)
+    assert queued.data is created.data, "serialised once per name, not once"
+    assert [e.name for e in Event.each(("thread.run.completed",), receipt)] == ["thread.run.completed"]

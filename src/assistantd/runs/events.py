@@ -46,6 +46,13 @@ class Event:
             return cls(name, payload.model_dump_json(by_alias=True))
         return cls(name, json.dumps(payload, separators=(",", ":")))
 
+    @classmethod
+    def each(cls, names: tuple[str, ...], payload: WireModel | Mapping[str, Any] | str) -> list[Event]:
+        """The events ``names`` (``thread.run.created`` and ``thread.run.queued``, say), all
+        carrying ``payload``: its JSON made once."""
+        first = cls.of(names[0], payload)
+        return [first, *(cls(name, first.data) for name in names[1:])]
+
     @property
     def final(self) -> bool:
         return self.name in FINAL_EVENTS

@@ -32,6 +32,8 @@ from assistantd.threads.schemas import ThreadObject
 
 router = APIRouter(tags=["runs"], route_class=JSONRoute)
 
+RUN_OPENING = ("thread.run.created", "thread.run.queued")  # a new run's first events: one object, serialised once
+
 
 def _stream(subscription: Subscription, opening: list[Event]) -> QueueStream:
     """SSE: the events the handler persisted, then whatever the executor emits, then ``done``;
@@ -129,8 +131,7 @@ async def start_run(state: State, start: RunStartTarget, body: CreateRunRequest)
     run_obj = await writing.queued(writes, run)
     if writing.subscription is None:
         return run_obj.response()
-    return _stream(writing.subscription, [Event.of("thread.run.created", run_obj),
-                                          Event.of("thread.run.queued", run_obj)])
+    return _stream(writing.subscription, Event.each(RUN_OPENING, run_obj))
 
 
 @router.post("/threads/runs")
@@ -144,8 +145,7 @@ async def create_thread_and_run(body: CreateThreadAndRunRequest, request: Reques
     if writing.subscription is None:
         return run_obj.response()
     return _stream(writing.subscription, [Event.of("thread.created", ThreadObject.from_row(thread)),
-                                          Event.of("thread.run.created", run_obj),
-                                          Event.of("thread.run.queued", run_obj)])
+                                          *Event.each(RUN_OPENING, run_obj)])
 
 
 @router.get("/threads/{thread_id}/runs")

@@ -52,10 +52,8 @@ class Writes:
         serialised when no stream watches the run. It is serialised now: it shows this moment."""
         if not self.bus.watched(run_id):
             return
-        first, *more = (names,) if isinstance(names, str) else names
-        event = Event.of(first, obj)
-        self._events.append((run_id, event))
-        self._events.extend((run_id, Event(name, event.data)) for name in more)
+        events = Event.each((names,) if isinstance(names, str) else names, obj)
+        self._events.extend((run_id, event) for event in events)
 
     def emit_step(self, run: Run, names: str | tuple[str, ...], step: RunStep) -> None:
         if self.bus.watched(run.id):
