@@ -216,11 +216,12 @@ PROFILE: str | None = None  # --py-spy PREFIX: profile the server through each o
 def start_profiler(pid: int, name: str) -> subprocess.Popen | None:
     """py-spy sampling the server (200 Hz, raw collapsed stacks) while the through part runs:
     ``PREFIX-<level>.txt``. (Its samples cost the server a little CPU: a profiled run's figures are
-    for the profile, not for the table.)"""
+    for the profile, not for the table.) ``PYSPY_NATIVE=1`` in the environment: with C frames too."""
     if PROFILE is None:
         return None
     out = f"{PROFILE}-{name.replace(' ', '').replace(',', '-')}.txt"
-    return subprocess.Popen([shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy")), "record", *(["--native"] if os.environ.get("PYSPY_NATIVE") else []),
+    native = ["--native"] if os.environ.get("PYSPY_NATIVE") else []  # C frames too (the loop's, the system calls)
+    return subprocess.Popen([shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy")), "record", *native,
                              "-p", str(pid), "-r", "200", "-f", "raw", "-o", out],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
