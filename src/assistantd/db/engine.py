@@ -190,11 +190,11 @@ def _reusable(session: AsyncSession) -> AsyncSession | None:
     when the transaction left anything on it beyond its sqlite3 connection in ``info`` (a key
     of another module, with the instance-level listener that may go with it: ``files_queued``)."""
     sync = session.sync_session
-    if sync.in_transaction() or sync.identity_map or sync._new or sync._deleted:
-        sync.close()
     if len(sync.info) != 1:  # (RAW_TRANSACTION's alone)
         sync.close()
         return None
+    if sync.in_transaction() or sync.identity_map or has_pending(sync):
+        sync.close()
     return session
 
 
