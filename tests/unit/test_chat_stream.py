@@ -1,6 +1,8 @@
 """A model turn's answer read by the run's own task (upstream/client.ChatStream), against a small
 aiohttp model on loopback: its chunks, its end, and what interrupts it (a cancel, the deadline)
-wherever the read is — waiting for the first chunk, waiting for the next, or not reading at all."""
+wherever the read is — waiting for the first chunk, waiting for the next, or not reading at all.
+Each test runs on both transports: the wire module's connections, and aiohttp's client (what a
+configured proxy uses)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,16 @@ import pytest
 from aiohttp import web
 
 from assistantd.upstream.client import END_OF_ANSWER, ChatStream, UpstreamClient, UpstreamError
+
+
+WIRE = True
+
+
+@pytest.fixture(autouse=True, params=["wire", "aiohttp"])
+def transport(request):
+    global WIRE
+    WIRE = request.param == "wire"
+    return request.param
 
 
 class Stop(Exception):
@@ -60,7 +72,8 @@ def _run(test, **plan_defaults):
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]
-        client = UpstreamClient(f"http://127.0.0.1:{port}/v1", None, connect_timeout=5, read_timeout=30)
+        client = UpstreamClient(f"http://127.0.0.1:{port}/v1", None, connect_timeout=5, read_timeout=30, wire=WIRE)
+        assert (client._wire is not None) == WIRE
         try:
             await test(client)
         finally:
@@ -96,8 +109,8 @@ def test_the_answer_is_read_to_its_end_and_its_connection_reused():
                 assert await stream.next() is END_OF_ANSWER
             finally:
                 await stream.aclose()
-        connector = client._http.connector
-        assert len(connector._conns) == 1, "a connection read to its end goes back to the pool"
+        kept = len(client._wire._idle) if WIRE else len(client._http.connector._conns)
+        assert kept == 1, "a connection read to its end goes back to the pool"
 
     _run(test)
 

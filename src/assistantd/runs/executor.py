@@ -170,10 +170,18 @@ class RunExecutor:
     async def _read_answer(self, ctx: RunContext, turn: Turn, prompt: prompts.Prompt) -> None:
         stream, ctx.answer = ctx.answer, None
         stream = stream or self._send(ctx, prompt, ctx.deadline)
+        run_id, bus, feed = ctx.run.id, self.store.bus, turn.reader.feed
         try:
             while (chunk := await stream.next()) is not END_OF_ANSWER:
-                for happening in turn.reader.feed(chunk):
-                    await self._on(ctx, turn, happening)
+                for happening in feed(chunk):
+                    opened = ctx.open_message
+                    if type(happening) is TextDelta and opened is not None and opened.held is None:
+                        # A token of a message announced: _on's first branch, inline (it runs per token).
+                        opened.text.append(happening.value)
+                        if bus.watched(run_id):
+                            bus.publish(run_id, Event("thread.message.delta", opened.delta(happening.value)))
+                    else:
+                        await self._on(ctx, turn, happening)
         finally:
             ctx.stream = None
             await stream.aclose()

@@ -22,6 +22,7 @@ import yarl
 
 from assistantd.api.text import repair
 from assistantd.runs.failures import RunFailure
+from assistantd.upstream.wire import HTTP1Pool
 
 log = logging.getLogger("assistantd.upstream")
 
@@ -36,22 +37,27 @@ ERROR_BODY_BYTES = 64 * 1024  # of an error answer's body, read for its message
 DETAIL_CHARS = 300  # of the upstream's own error message, shown in last_error
 
 
+BodyReader = Any  # an answer's body: a wire.Answer, or aiohttp's StreamReader (``readany``, ``set_exception``)
+
+
 class UpstreamError(RunFailure):
     """The upstream failed; ``code`` is the run's ``last_error.code``. The message says what
     kind of failure it was, never what the request held (details go to the server log)."""
 
 
 class UpstreamClient:
-    """One aiohttp session for every turn of every run (and for upstream embeddings).
+    """Every turn of every run streams its answer through one pool of keep-alive connections
+    (:mod:`assistantd.upstream.wire`); one aiohttp session serves upstream embeddings, and every
+    request when a proxy is configured (``HTTPS_PROXY``/``HTTP_PROXY``), or ``wire=False``.
 
-    aiohttp, not httpx, on this path: a streamed turn is read chunk by chunk, and aiohttp's
-    reader (its HTTP parser is C) costs less than half of httpx/httpcore's per chunk (measured
-    with the fake model's paced stream: 2.3 ms of CPU per 21-chunk answer against 5.3 ms).
+    Not httpx on this path: a streamed turn is read chunk by chunk, and httpx/httpcore's reader
+    costs over twice aiohttp's per chunk (measured with the fake model's paced stream: 5.3 ms of
+    CPU per 21-chunk answer against 2.3 ms), which costs more than the wire module's.
     """
 
     def __init__(self, base_url: str, api_key: str | None, *, connect_timeout: float,
                  read_timeout: float, max_connections: int = 1024,
-                 max_line_bytes: int = 4 * 1024 * 1024) -> None:
+                 max_line_bytes: int = 4 * 1024 * 1024, wire: bool = True) -> None:
         self._headers = {"Content-Type": "application/json"}
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
@@ -63,6 +69,10 @@ class UpstreamClient:
         self._max_connections = max_connections
         self._proxy = _proxy_for(self._chat_url)
         self._session: aiohttp.ClientSession | None = None
+        self._wire = HTTP1Pool(self._chat_url, connect_timeout=connect_timeout, read_timeout=read_timeout,
+                               limit=max_connections, keepalive=KEEPALIVE_SECONDS) \
+            if wire and self._proxy is None else None
+        self._wire_headers = {**self._headers, "Accept": "*/*", "User-Agent": "assistantd"}
 
     @property
     def _http(self) -> aiohttp.ClientSession:
@@ -76,11 +86,13 @@ class UpstreamClient:
         return self._session
 
     async def aclose(self) -> None:
+        if self._wire is not None:
+            await self._wire.aclose()
         if self._session is not None:
             await self._session.close()
 
     async def stream_chat(self, body: dict[str, Any],
-                          on_body: Callable[[aiohttp.StreamReader], None] | None = None) -> AsyncIterator[dict[str, Any]]:
+                          on_body: Callable[[BodyReader], None] | None = None) -> AsyncIterator[dict[str, Any]]:
         """Yield the chunks of one streamed completion; raise :class:`UpstreamError` on failure.
 
         Each chunk yielded has the shape the executor reads (see :func:`_check`), its text
@@ -112,31 +124,31 @@ class UpstreamClient:
         return ChatStream(self, body, limit, expired)
 
     async def _stream_once(self, payload: bytes, body: dict[str, Any],
-                           on_body: Callable[[aiohttp.StreamReader], None] | None) -> AsyncIterator[dict[str, Any]]:
+                           on_body: Callable[[BodyReader], None] | None) -> AsyncIterator[dict[str, Any]]:
         try:
-            async with self._http.post(self._chat_url, data=payload, headers=self._headers) as response:
-                if response.status >= 400:
-                    raise _error_for(response.status, await _read_some(response.content), body)
-                if response.status != 200:
-                    raise UpstreamError("server_error", f"The model answered HTTP {response.status}, not a stream.")
-                content_type = response.headers.get("Content-Type")
+            async with self._chat_answer(payload) as (status, headers, content):
+                if status >= 400:
+                    raise _error_for(status, await _read_some(content), body)
+                if status != 200:
+                    raise UpstreamError("server_error", f"The model answered HTTP {status}, not a stream.")
+                content_type = headers.get("content-type")  # (aiohttp's headers: any case)
                 if content_type is None or content_type.partition(";")[0].strip().lower() != "text/event-stream":
                     shown = f"content-type {repair(content_type[:100])}" if content_type else "no content-type"
                     raise UpstreamError("server_error", f"The model's answer was not an event stream ({shown}).")
                 reader = ChunkReader(self._max_line, body)
                 if on_body is not None:
-                    on_body(response.content)
+                    on_body(content)
                 try:
-                    async for data in response.content.iter_any():
+                    while data := await content.readany():
                         for chunk in reader.feed(data):
                             yield chunk
                         if reader.done:
-                            await _drain(response.content)
+                            await _drain(content)
                             return
                 except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError):
                     # What the model sent before its connection broke still counts (the run
                     # shows it, incomplete), however late the run reads it.
-                    for chunk in reader.feed(_received(response.content)):
+                    for chunk in reader.feed(_received(content)):
                         yield chunk
                     if reader.done:
                         return
@@ -155,6 +167,21 @@ class UpstreamClient:
         except aiohttp.ClientError as exc:
             log.warning("the model's request failed: %r", exc)
             raise UpstreamError("server_error", f"Could not reach the model ({type(exc).__name__}).") from exc
+
+    @contextlib.asynccontextmanager
+    async def _chat_answer(self, payload: bytes) -> AsyncIterator[tuple[int, Any, Any]]:
+        """The answer to a chat request: its status, its headers (read by lower-case name), its
+        body's reader (``readany``, ``at_eof``, ``set_exception``)."""
+        wire = self._wire
+        if wire is not None:
+            answer = await wire.post(wire.request(payload, self._wire_headers))
+            try:
+                yield answer.status, answer.headers, answer
+            finally:
+                answer.release()
+        else:
+            async with self._http.post(self._chat_url, data=payload, headers=self._headers) as response:
+                yield response.status, response.headers, response.content
 
     async def embeddings(self, model: str, inputs: list[str]) -> list[list[float]]:
         try:
@@ -179,14 +206,14 @@ class ChatStream:
     model's connection and the run (one hop less per token). :meth:`interrupt` ends the answer
     from outside (a cancel, the turn's deadline): the read in progress, or the next one, raises
     the exception given — only a read, never the run's own work between two reads, which is why
-    it goes through the body's reader (aiohttp's ``StreamReader.set_exception``, what aiohttp
-    itself does when a connection breaks) rather than through the task. Always :meth:`aclose`
+    it goes through the body's reader (its ``set_exception``, as aiohttp's own
+    ``StreamReader`` takes a broken connection's error) rather than through the task. Always :meth:`aclose`
     (or :meth:`drop`) it: its connection goes back to the pool, or is closed mid-answer.
     """
 
     def __init__(self, client: UpstreamClient, body: dict[str, Any], limit: float, expired: str) -> None:
         self._failure: BaseException | None = None
-        self._body: aiohttp.StreamReader | None = None
+        self._body: BodyReader | None = None
         self._chunks = client.stream_chat(body, self._on_body)
         loop = asyncio.get_running_loop()
         self._first: asyncio.Task | None = loop.create_task(self._first_chunk())
@@ -198,7 +225,7 @@ class ChatStream:
         except StopAsyncIteration:
             return END_OF_ANSWER
 
-    def _on_body(self, body: aiohttp.StreamReader) -> None:
+    def _on_body(self, body: BodyReader) -> None:
         self._body = body
         if self._failure is not None:
             body.set_exception(self._failure)
@@ -353,10 +380,12 @@ def _json_bytes(value: Any) -> bytes:
         return json.dumps(value).encode()
 
 
-def _received(content: aiohttp.StreamReader) -> bytes:
+def _received(content: BodyReader) -> bytes:
     """The bytes a broken connection's body had received and not yet given out: aiohttp raises
     the break (``set_exception``) ahead of them, in every read, so they are taken from its buffer
     (private: a unit test pins it, tests/unit/test_chat_stream.py)."""
+    if not isinstance(content, aiohttp.StreamReader):  # (the wire module's reader gives them before the break)
+        return b""
     try:
         return content._read_nowait(-1) if content._buffer else b""
     except Exception:  # (not a reader of this aiohttp's shape)
@@ -364,7 +393,7 @@ def _received(content: aiohttp.StreamReader) -> bytes:
         return b""
 
 
-async def _drain(content: aiohttp.StreamReader) -> None:
+async def _drain(content: Any) -> None:
     """Read what follows ``[DONE]`` (the end of the chunked body, normally already received).
 
     A connection goes back to the pool only when its response was read to its end; leaving the
@@ -372,6 +401,8 @@ async def _drain(content: aiohttp.StreamReader) -> None:
     upstream that keeps the body open after ``[DONE]`` is given up on after a moment (the
     connection is then closed).
     """
+    if content.at_eof():  # (as usual: the body's end came with [DONE])
+        return
     # The answer is complete: a connection that breaks now costs nothing but itself.
     with contextlib.suppress(TimeoutError, aiohttp.ClientError):
         async with asyncio.timeout(DRAIN_SECONDS):
@@ -446,16 +477,16 @@ def _check_call(call: Any) -> None:
                 function[key] = repair(value)
 
 
-async def _read_some(content: aiohttp.StreamReader, limit: int = ERROR_BODY_BYTES) -> bytes:
+async def _read_some(content: Any, limit: int = ERROR_BODY_BYTES) -> bytes:
     """The start of an error answer's body (an upstream may answer an error with any amount)."""
     kept, size = [], 0
     while size < limit:
-        data = await content.read(limit - size)
+        data = await content.readany()
         if not data:
             break
         kept.append(data)
         size += len(data)
-    return b"".join(kept)
+    return b"".join(kept)[:limit]
 
 
 def _error_for(status: int, content: bytes, request: dict[str, Any] | None) -> UpstreamError:
