@@ -14,6 +14,11 @@ concurrency 10, polled. CPU is read from /proc/PID/task/*/schedstat, to the nano
 after one straight to the model (first chunk after 100 ms; ``--instant``: at once); the figure is the
 added time to the first ``thread.message.delta`` (through minus straight), its median per batch, and
 the difference new − old per batch.
+``load``: under load, as bench/load.py's open loop (``--streams`` open at once, Poisson arrivals,
+the paced model) for ``--seconds`` a batch; the figure is the server's CPU per streamed run over the
+model's CPU per stream through it in the same batch (the machine's pace, measured alongside), and the
+ratio of that figure new/old per batch. (Sequential runs of bench/load.py on these two cores drift by
+more than a change of 10 %.)
 """
 
 from __future__ import annotations
@@ -37,7 +42,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("old", type=Path)
     parser.add_argument("new", type=Path)
-    parser.add_argument("--mode", choices=("stream", "poll", "idle"), default="stream")
+    parser.add_argument("--mode", choices=("stream", "poll", "idle", "load"), default="stream")
+    parser.add_argument("--streams", type=int, default=50, help="load: streams open at once")
+    parser.add_argument("--seconds", type=float, default=10.0, help="load: seconds of arrivals a batch")
     parser.add_argument("--instant", action="store_true", help="idle: the model answers at once")
     parser.add_argument("--batches", type=int, default=16)
     args = parser.parse_args()
@@ -53,6 +60,8 @@ def main() -> None:
                 ASSISTANTD_LOG_LEVEL="warning", ASSISTANTD_SANDBOX_WARM_POOL="0", PYTHONPATH=str(root / "src")).start()
         if args.mode == "idle":
             return idle(servers, fake.pid, upstream, args.batches, "pace-0-0-20" if args.instant else "pace-100-5-20")
+        if args.mode == "load":
+            return under_load(servers, fake.pid, upstream, args.batches, args.streams, args.seconds)
         for batch in range(args.batches):
             for name in (list(versions) if batch % 2 == 0 else list(reversed(versions))):
                 server = servers[name]
@@ -110,6 +119,48 @@ def idle(servers: dict[str, ServerProcess], fake_pid: int, upstream: str, batche
     differences = [new - old for old, new in zip(per["old"], per["new"])]
     print(f"new - old per batch: median {statistics.median(differences):+.2f} ms "
           f"(from {min(differences):+.2f} to {max(differences):+.2f}, {len(differences)} batches)")
+
+
+def under_load(servers: dict[str, ServerProcess], fake_pid: int, upstream: str, batches: int, streams: int,
+               seconds: float) -> None:
+    """``--mode load``: open-loop batches alternated between the versions."""
+    import load
+    from openloop import open_loop, poisson
+
+    per: dict[str, list[float]] = {name: [] for name in servers}
+    raw: dict[str, list[tuple[float, float]]] = {name: [] for name in servers}
+    rate = streams / load.STREAM_SECONDS
+
+    async def run() -> None:
+        benches = {name: load.Bench(server, fake_pid, upstream) for name, server in servers.items()}
+        for bench in benches.values():
+            await bench.setup()
+            await bench.open(10, 3, 1)  # warm-up
+        for batch in range(batches):
+            arrivals = poisson(rate, seconds, 100 + batch)
+            for name in (list(servers) if batch % 2 == 0 else list(reversed(servers))):
+                bench, pid = benches[name], servers[name].proc.pid
+                threads = await bench.threads(len(arrivals), load.PACE)
+                await asyncio.sleep(1)
+                cpu0, model0 = cpu_seconds_precise(pid), cpu_seconds_precise(fake_pid)
+                results, _, _ = await open_loop(arrivals, lambda i: bench.through(threads[i]))
+                server_ms = (cpu_seconds_precise(pid) - cpu0) / len(results) * 1000
+                model_ms = (cpu_seconds_precise(fake_pid) - model0) / len(results) * 1000
+                if not all(r.ok for r in results):
+                    raise RuntimeError(f"{name}: a stream failed")
+                raw[name].append((server_ms, model_ms))
+                per[name].append(server_ms / model_ms)
+            await asyncio.sleep(1)
+
+    asyncio.run(run())
+    for name in servers:
+        print(f"{name}: N={streams}, CPU per streamed run {statistics.median(s for s, _ in raw[name]):.2f} ms, "
+              f"the model's through it {statistics.median(m for _, m in raw[name]):.2f} ms; "
+              f"per batch ours/model's median {statistics.median(per[name]):.2f}x "
+              f"(min {min(per[name]):.2f}, max {max(per[name]):.2f})")
+    ratios = [new / old for old, new in zip(per["old"], per["new"])]
+    print(f"new/old per batch (each against the model's CPU in its batch): median {statistics.median(ratios):.3f} "
+          f"(from {min(ratios):.2f} to {max(ratios):.2f}, {len(ratios)} batches)")
 
 
 if __name__ == "__main__":

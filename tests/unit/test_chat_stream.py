@@ -195,3 +195,104 @@ def test_a_dropped_answer_leaves_no_task_or_error_behind():
         assert errors == []
 
     _run(test)
+
+
+def _take_all_but(declined: set[str], taken: list[str]):
+    """A ``take`` (the executor's sink) that takes every chunk but those whose text is in
+    ``declined``, recording the texts it took."""
+
+    def take(chunk: dict) -> bool:
+        text = chunk["choices"][0]["delta"].get("content") or ""
+        if text in declined:
+            return False
+        taken.append(text)
+        return True
+
+    return take
+
+
+def test_chunks_taken_as_they_arrive_and_those_left_keep_their_order():
+    async def test(client: UpstreamClient) -> None:
+        words = ["a", "b", "c", "d", "e", "f"]
+        stream = _open(client, {"say": words, "stall_after": 0.05})
+        taken: list[str] = []
+        stream.take = _take_all_but({"c"}, taken)
+        seen: list[tuple[str, str]] = []
+        try:
+            while (chunk := await stream.next()) is not END_OF_ANSWER:
+                seen.extend(("taken", t) for t in taken)
+                taken.clear()
+                text = chunk["choices"][0]["delta"].get("content") or ""
+                seen.append(("read", text))
+                if text == "c":
+                    await asyncio.sleep(0.12)  # busy: what arrives meanwhile waits for the next read
+        finally:
+            await stream.aclose()
+        seen.extend(("taken", t) for t in taken)
+        assert [text for _, text in seen] == [*words, ""], "every chunk once, in order"
+        assert seen[0] == ("read", "a"), "the first chunk is read by the turn's task"
+        assert ("read", "c") in seen, "a chunk the sink leaves is read"
+        if WIRE:  # (aiohttp's reader has no sink: every chunk is read)
+            assert ("taken", "b") in seen, "a chunk was taken while the task waited"
+            assert ("read", "d") in seen, "what came while the task was busy was read"
+
+    _run(test)
+
+
+def test_an_interrupt_while_chunks_are_being_taken_ends_the_answer():
+    async def test(client: UpstreamClient) -> None:
+        stream = _open(client, {"say": ["a", "b", "c", "d"], "stall_after": 0.1})
+        taken: list[str] = []
+        stream.take = _take_all_but(set(), taken)
+        try:
+            assert (await stream.next())["choices"][0]["delta"]["content"] == "a"
+            asyncio.get_running_loop().call_later(0.15, stream.interrupt, Stop("cancelled"))
+            with pytest.raises(Stop):
+                while True:
+                    await stream.next()
+            count = len(taken)
+            await asyncio.sleep(0.3)
+            assert len(taken) == count, "nothing is taken after the interrupt"
+        finally:
+            await stream.aclose()
+
+    _run(test)
+
+
+def test_a_failing_sink_fails_the_read_after_what_came_before():
+    async def test(client: UpstreamClient) -> None:
+        stream = _open(client, {"say": ["a", "b", "c"], "stall_after": 0.05})
+
+        def take(chunk: dict) -> bool:
+            raise RuntimeError("the sink broke")
+
+        stream.take = take
+        try:
+            assert (await stream.next())["choices"][0]["delta"]["content"] == "a"
+            if WIRE:
+                with pytest.raises(UpstreamError, match="Reading the model's answer failed"):
+                    await stream.next()
+            else:  # (no sink: read as usual)
+                assert (await stream.next())["choices"][0]["delta"]["content"] == "b"
+        finally:
+            await stream.aclose()
+
+    _run(test)
+
+
+def test_a_break_after_taken_chunks_fails_the_answer():
+    async def test(client: UpstreamClient) -> None:
+        stream = _open(client, {"say": ["a", "b", "c"], "break": True, "stall_after": 0.05})
+        taken: list[str] = []
+        stream.take = _take_all_but(set(), taken)
+        try:
+            assert (await stream.next())["choices"][0]["delta"]["content"] == "a"
+            with pytest.raises(UpstreamError, match="connection to the model broke during its answer"):
+                while await stream.next() is not END_OF_ANSWER:
+                    pass
+            if WIRE:
+                assert taken == ["b", "c"]
+        finally:
+            await stream.aclose()
+
+    _run(test)

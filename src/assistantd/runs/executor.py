@@ -171,6 +171,25 @@ class RunExecutor:
         stream, ctx.answer = ctx.answer, None
         stream = stream or self._send(ctx, prompt, ctx.deadline)
         run_id, bus, feed = ctx.run.id, self.store.bus, turn.reader.feed
+
+        def take(chunk: dict[str, Any]) -> bool:
+            """A chunk as it arrives, while this task waits for the next (ChatStream.sink): the
+            text of a message already announced goes on here, without waking this task; anything
+            else (a tool call, a message to open or announce) is left to the loop below."""
+            opened = ctx.open_message
+            if opened is None or opened.held is not None:
+                return False
+            for choice in chunk.get("choices") or ():
+                delta = choice.get("delta")
+                if delta and delta.get("tool_calls"):
+                    return False
+            for happening in feed(chunk):  # (text only, then)
+                opened.text.append(happening.value)
+                if bus.watched(run_id):
+                    bus.publish(run_id, Event("thread.message.delta", opened.delta(happening.value)))
+            return True
+
+        stream.take = take
         try:
             while (chunk := await stream.next()) is not END_OF_ANSWER:
                 for happening in feed(chunk):

@@ -13,6 +13,7 @@ import json
 import logging
 import re
 import urllib.request
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -22,7 +23,7 @@ import yarl
 
 from assistantd.api.text import repair
 from assistantd.runs.failures import RunFailure
-from assistantd.upstream.wire import HTTP1Pool
+from assistantd.upstream.wire import Answer, HTTP1Pool
 
 log = logging.getLogger("assistantd.upstream")
 
@@ -92,7 +93,7 @@ class UpstreamClient:
             await self._session.close()
 
     async def stream_chat(self, body: dict[str, Any],
-                          on_body: Callable[[BodyReader], None] | None = None) -> AsyncIterator[dict[str, Any]]:
+                          reading: ChatStream | None = None) -> AsyncIterator[dict[str, Any]]:
         """Yield the chunks of one streamed completion; raise :class:`UpstreamError` on failure.
 
         Each chunk yielded has the shape the executor reads (see :func:`_check`), its text
@@ -100,14 +101,15 @@ class UpstreamClient:
         A connection that fails before the answer starts (typically a pooled keep-alive
         connection the upstream had just closed) is retried; once a chunk has been relayed,
         a failure ends the run, since the client has already seen part of the answer.
-        ``on_body(reader)``: called with each answer's body reader before it is read
-        (:class:`ChatStream` interrupts a read through it).
+        ``reading``: the :class:`ChatStream` reading it, told each answer's body reader before it
+        is read (it interrupts a read through it), and whose ``sink`` may take chunks as they
+        arrive (see :meth:`_pushed`).
         """
         payload = _json_bytes({**body, "stream": True, "stream_options": {"include_usage": True}})
         started = False
         for attempt in range(CONNECT_RETRIES + 1):
             try:
-                async for chunk in self._stream_once(payload, body, on_body):
+                async for chunk in self._stream_once(payload, body, reading):
                     started = True
                     yield chunk
                 return
@@ -124,7 +126,7 @@ class UpstreamClient:
         return ChatStream(self, body, limit, expired)
 
     async def _stream_once(self, payload: bytes, body: dict[str, Any],
-                           on_body: Callable[[BodyReader], None] | None) -> AsyncIterator[dict[str, Any]]:
+                           reading: ChatStream | None) -> AsyncIterator[dict[str, Any]]:
         try:
             async with self._chat_answer(payload) as (status, headers, content):
                 if status >= 400:
@@ -136,8 +138,12 @@ class UpstreamClient:
                     shown = f"content-type {repair(content_type[:100])}" if content_type else "no content-type"
                     raise UpstreamError("server_error", f"The model's answer was not an event stream ({shown}).")
                 reader = ChunkReader(self._max_line, body)
-                if on_body is not None:
-                    on_body(content)
+                if reading is not None:
+                    reading.on_body(content)
+                    if isinstance(content, Answer):
+                        async for chunk in _pushed(reader, content, reading):
+                            yield chunk
+                        return
                 try:
                     while data := await content.readany():
                         for chunk in reader.feed(data):
@@ -214,7 +220,11 @@ class ChatStream:
     def __init__(self, client: UpstreamClient, body: dict[str, Any], limit: float, expired: str) -> None:
         self._failure: BaseException | None = None
         self._body: BodyReader | None = None
-        self._chunks = client.stream_chat(body, self._on_body)
+        # While the run's task waits in next(): takes a chunk as it arrives (True), or leaves it
+        # to be returned by next() (False), and every later one with it (see _pushed).
+        self.take: Callable[[dict[str, Any]], bool] | None = None
+        self.sink: Callable[[dict[str, Any]], bool] | None = None  # take, while next() waits
+        self._chunks = client.stream_chat(body, self)
         loop = asyncio.get_running_loop()
         self._first: asyncio.Task | None = loop.create_task(self._first_chunk())
         self._deadline = loop.call_later(limit, lambda: self.interrupt(UpstreamError("server_error", expired)))
@@ -225,7 +235,7 @@ class ChatStream:
         except StopAsyncIteration:
             return END_OF_ANSWER
 
-    def _on_body(self, body: BodyReader) -> None:
+    def on_body(self, body: BodyReader) -> None:
         self._body = body
         if self._failure is not None:
             body.set_exception(self._failure)
@@ -236,6 +246,7 @@ class ChatStream:
         if self._failure is not None:
             return
         self._failure = exc
+        self.sink = None
         if self._body is not None:
             self._body.set_exception(exc)
         if self._first is not None and not self._first.done():
@@ -255,7 +266,11 @@ class ChatStream:
                     first.exception()  # (retrieved: the interrupt is what the read raises)
             if self._failure is not None:
                 raise self._failure
-            return await anext(self._chunks)
+            self.sink = self.take
+            try:
+                return await anext(self._chunks)
+            finally:
+                self.sink = None
         except StopAsyncIteration:
             return END_OF_ANSWER
         except Exception as exc:
@@ -378,6 +393,55 @@ def _json_bytes(value: Any) -> bytes:
         return orjson.dumps(value)
     except TypeError:  # (orjson refuses what the stdlib writes: lone surrogates, non-str keys)
         return json.dumps(value).encode()
+
+
+PENDING_CHUNKS = 256  # chunks parsed and waiting for the run's task, beyond which the connection stops reading
+
+
+async def _pushed(reader: ChunkReader, answer: Answer, reading: ChatStream) -> AsyncIterator[dict[str, Any]]:
+    """An answer's chunks, parsed as its bytes arrive (in the connection's ``data_received``) and
+    offered to ``reading.sink`` while the run's task waits for the next one: a token the sink
+    takes (the run's text going on) is relayed with no task woken. What it leaves, and whatever
+    comes after that, is yielded in order; so is what arrives while no sink is set (the run's
+    task busy, or the first chunk, which the turn's own task reads). What was parsed before an
+    error, a break or an interrupt still comes first, as from the pulling reader.
+
+    (``stream_chat`` retries a connection that failed before a chunk was yielded: the first
+    chunk always is, since a sink is set only once :meth:`ChatStream.next` has had it.)"""
+    pending: deque[dict[str, Any]] = deque()
+    failed: list[BaseException] = []
+
+    def on_data(data: bytes) -> bool:
+        if failed:
+            return True
+        try:
+            for chunk in reader.feed(data):
+                sink = reading.sink
+                if pending or sink is None or not sink(chunk):
+                    pending.append(chunk)
+        except Exception as exc:  # (the reader's, or the sink's: raised by the run's task)
+            failed.append(exc)
+            return False
+        if len(pending) > PENDING_CHUNKS:
+            answer.pause()
+        return not pending
+
+    answer.take(on_data)
+    try:
+        while True:
+            while pending:
+                yield pending.popleft()
+            if failed:
+                raise failed[0]
+            if reader.done:
+                answer.take(None)
+                await _drain(answer)
+                return
+            if not await answer.wait():
+                reader.check_end()
+                return
+    finally:
+        answer.take(None)
 
 
 def _received(content: BodyReader) -> bytes:

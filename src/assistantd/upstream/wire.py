@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -37,7 +38,7 @@ class Answer:
     if the body was read to its end, else is closed."""
 
     __slots__ = ("status", "headers", "_conn", "_held", "_waiter", "_failure", "_broken", "_eof", "_started",
-                 "_complete")
+                 "_complete", "_on_data")
 
     def __init__(self, conn: _Connection) -> None:
         self.status = 0
@@ -49,6 +50,7 @@ class Answer:
         self._broken: BaseException | None = None  # the connection's: after what it had received
         self._eof = self._complete = False
         self._started: asyncio.Future | None = None  # resolved with the headers
+        self._on_data: Callable[[bytes], bool] | None = None  # see take()
 
     async def readany(self) -> bytes:
         while True:
@@ -73,6 +75,44 @@ class Answer:
             finally:
                 self._waiter = None
 
+    def take(self, on_data: Callable[[bytes], bool] | None) -> None:
+        """From now on (None: no longer), the body's bytes go to ``on_data`` as they arrive — in
+        the connection's ``data_received``, with no task woken — instead of being held for
+        :meth:`readany`: what is held now first. ``on_data`` returns False when the reader has
+        something to look at, and :meth:`wait` then returns."""
+        self._on_data = on_data
+        if on_data is not None and self._held:
+            data = b"".join(self._held)
+            self._held.clear()
+            on_data(data)
+
+    async def wait(self) -> bool:
+        """With :meth:`take`'s ``on_data``: wait until it has something for the reader (True) or
+        the body has ended (False); raises an interrupt, or a break."""
+        if self._failure is not None:
+            raise self._failure
+        if self._broken is not None:
+            raise self._broken
+        if self._eof:
+            return False
+        conn = self._conn
+        if conn is None:
+            return False
+        conn.resume()
+        waiter = self._waiter = conn.loop.create_future()
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+        return True
+
+    def pause(self) -> None:
+        """Stop reading from the connection until the reader waits again (flow control)."""
+        conn = self._conn
+        if conn is not None and not conn.paused and not conn.closed:
+            conn.paused = True
+            conn.transport.pause_reading()
+
     def at_eof(self) -> bool:
         """The body was read to its end."""
         return self._eof and not self._held and self._failure is None and self._broken is None
@@ -93,6 +133,11 @@ class Answer:
     # --- from the connection ------------------------------------------------------------------
 
     def _data(self, data: bytes) -> None:
+        on_data = self._on_data
+        if on_data is not None:
+            if not on_data(data):
+                self._wake()
+            return
         self._held.append(data)
         self._wake()
 
@@ -211,9 +256,8 @@ class _Connection(asyncio.Protocol):
             answer._break(aiohttp.ClientPayloadError(f"The answer was not valid HTTP ({exc})"))
             self.close()
             return
-        if len(answer._held) > 16 and answer._buffered() > MAX_HELD and not self.paused:
-            self.paused = True
-            self.transport.pause_reading()
+        if len(answer._held) > 16 and answer._buffered() > MAX_HELD:
+            answer.pause()
 
     def eof_received(self) -> bool:
         return False  # (the transport closes; connection_lost follows)
