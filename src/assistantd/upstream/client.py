@@ -209,12 +209,14 @@ class ChatStream:
     The request goes out when the stream is made, and a task of its own waits for the first
     chunk (the run may still be committing its start meanwhile: :meth:`RunExecutor.send_early`);
     every later chunk is read by whoever calls :meth:`next`, with no task or queue between the
-    model's connection and the run (one hop less per token). :meth:`interrupt` ends the answer
-    from outside (a cancel, the turn's deadline): the read in progress, or the next one, raises
-    the exception given — only a read, never the run's own work between two reads, which is why
-    it goes through the body's reader (its ``set_exception``, as aiohttp's own
-    ``StreamReader`` takes a broken connection's error) rather than through the task. Always :meth:`aclose`
-    (or :meth:`drop`) it: its connection goes back to the pool, or is closed mid-answer.
+    model's connection and the run — or, on the wire transport, taken as it arrives by ``take``
+    (the run's sink) while :meth:`next` waits, with no task woken at all (see :func:`_pushed`).
+    :meth:`interrupt` ends the answer from outside (a cancel, the turn's deadline): the read in
+    progress, or the next one, raises the exception given — only a read, never the run's own
+    work between two reads, which is why it goes through the body's reader (its
+    ``set_exception``, as aiohttp's own ``StreamReader`` takes a broken connection's error)
+    rather than through the task; nothing is taken after it. Always :meth:`aclose` (or
+    :meth:`drop`) it: its connection goes back to the pool, or is closed mid-answer.
     """
 
     def __init__(self, client: UpstreamClient, body: dict[str, Any], limit: float, expired: str) -> None:
@@ -404,7 +406,8 @@ async def _pushed(reader: ChunkReader, answer: Answer, reading: ChatStream) -> A
     takes (the run's text going on) is relayed with no task woken. What it leaves, and whatever
     comes after that, is yielded in order; so is what arrives while no sink is set (the run's
     task busy, or the first chunk, which the turn's own task reads). What was parsed before an
-    error, a break or an interrupt still comes first, as from the pulling reader.
+    error or a break still comes first, as from the pulling reader (an interrupt wins at once:
+    :meth:`ChatStream.next` raises it before reading).
 
     (``stream_chat`` retries a connection that failed before a chunk was yielded: the first
     chunk always is, since a sink is set only once :meth:`ChatStream.next` has had it.)"""

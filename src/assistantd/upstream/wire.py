@@ -61,19 +61,8 @@ class Answer:
                 data = held[0] if len(held) == 1 else b"".join(held)
                 held.clear()
                 return data
-            if self._broken is not None:
-                raise self._broken
-            if self._eof:
+            if not await self.wait():
                 return b""
-            conn = self._conn
-            if conn is None:
-                return b""
-            conn.resume()
-            waiter = self._waiter = conn.loop.create_future()
-            try:
-                await waiter
-            finally:
-                self._waiter = None
 
     def take(self, on_data: Callable[[bytes], bool] | None) -> None:
         """From now on (None: no longer), the body's bytes go to ``on_data`` as they arrive — in
@@ -87,8 +76,9 @@ class Answer:
             on_data(data)
 
     async def wait(self) -> bool:
-        """With :meth:`take`'s ``on_data``: wait until it has something for the reader (True) or
-        the body has ended (False); raises an interrupt, or a break."""
+        """Wait until the connection has something for the reader — bytes held, or (with
+        :meth:`take`'s ``on_data``) chunks it left — (True) or the body has ended (False); raises
+        an interrupt, or a break."""
         if self._failure is not None:
             raise self._failure
         if self._broken is not None:
