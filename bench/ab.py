@@ -5,7 +5,7 @@ than the change being measured (other work, frequency, caches). Here both versio
 once against one fake upstream, and batches of runs alternate between them (A B, B A, …), so both
 see the same background; the figure is the ratio per batch, and its median.
 
-    python bench/ab.py OLD_CHECKOUT NEW_CHECKOUT [--mode stream|poll|idle] [--batches 16]
+    python bench/ab.py OLD_CHECKOUT NEW_CHECKOUT [--mode stream|poll|idle|load] [--batches 16]
 
 Each checkout is a folder with ``src/assistantd`` (e.g. ``git worktree add /tmp/old <rev>``).
 ``stream``: 40 streamed runs a batch, one at a time; ``poll``: 200 non-streamed runs a batch at
