@@ -1,11 +1,14 @@
 """The chat stream's own HTTP/1.1 transport (upstream/wire.py) against a raw server on loopback
 that writes its answers byte for byte: bodies framed every way HTTP/1.1 allows, kept and stale
-connections, the read timeout, a refused connection, the pool's limit, a long line."""
+connections, the read timeout, a refused connection, the pool's limit, a long line, TLS."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import ssl
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -226,3 +229,41 @@ def test_a_long_line_arriving_in_many_reads_is_read_whole():
         assert await _texts(client) == [text, ""]
 
     _run(model, test)
+
+
+def _certificate(folder: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for ``localhost`` (openssl's command line), and its key."""
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+def test_an_https_model_is_read_over_tls_and_its_certificate_checked(tmp_path: Path, trusted: bool):
+    cert, key = _certificate(tmp_path)
+    body = b"Transfer-Encoding: chunked\r\n" + SSE + b"\r\n" + chunked(ANSWER)
+    model = RawModel([body])
+
+    async def main() -> None:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(cert, key)
+        server = await asyncio.start_server(model.handle, "127.0.0.1", 0, ssl=tls)
+        port = server.sockets[0].getsockname()[1]
+        client = UpstreamClient(f"https://localhost:{port}/v1", None, connect_timeout=5, read_timeout=30)
+        if trusted:  # (the default context trusts the system's authorities; this test's certificate is its own)
+            client._wire._ssl = ssl.create_default_context(cafile=str(cert))
+        try:
+            if trusted:
+                assert await _texts(client) == ["Hello", ", world", ""]
+                assert f"\r\nHost: localhost:{port}\r\n".encode() in model.requests[0]
+            else:
+                with pytest.raises(UpstreamError, match="Could not reach the model"):
+                    await _texts(client)
+                assert model.requests == []
+        finally:
+            await client.aclose()
+            server.close()
+
+    asyncio.run(main())
