@@ -57,6 +57,7 @@ async def _model(request: web.Request) -> web.StreamResponse:
             request.transport.abort()
             return response
         await response.write(_chunk("", "stop") + b"data: [DONE]\n\n")
+        await asyncio.sleep(plan.get("stall_after_done", 0))  # (the body's end lags behind its [DONE])
         await response.write_eof()
     except ConnectionError:  # (the client gave up on the answer: what the tests do)
         pass
@@ -292,6 +293,22 @@ def test_a_break_after_taken_chunks_fails_the_answer():
                     pass
             if WIRE:
                 assert taken == ["b", "c"]
+        finally:
+            await stream.aclose()
+
+    _run(test)
+
+
+def test_an_answer_ends_at_its_done_even_when_the_body_ends_late():
+    async def test(client: UpstreamClient) -> None:
+        stream = _open(client, {"say": ["a", "b", "c"], "stall_after": 0.05, "stall_after_done": 5})
+        taken: list[str] = []
+        stream.take = _take_all_but(set(), taken)
+        started = time.monotonic()
+        try:
+            while await stream.next() is not END_OF_ANSWER:
+                pass
+            assert time.monotonic() - started < 3, "given up on the body's end after DRAIN_SECONDS"
         finally:
             await stream.aclose()
 

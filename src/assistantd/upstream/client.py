@@ -427,7 +427,7 @@ async def _pushed(reader: ChunkReader, answer: Answer, reading: ChatStream) -> A
             return False
         if len(pending) > PENDING_CHUNKS:
             answer.pause()
-        return not pending
+        return not pending and not reader.done  # ([DONE]: the reader drains the body's end, within DRAIN_SECONDS)
 
     answer.take(on_data)
     try:
