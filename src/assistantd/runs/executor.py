@@ -170,7 +170,7 @@ class RunExecutor:
     async def _read_answer(self, ctx: RunContext, turn: Turn, prompt: prompts.Prompt) -> None:
         stream, ctx.answer = ctx.answer, None
         stream = stream or self._send(ctx, prompt, ctx.deadline)
-        run_id, bus, feed = ctx.run.id, self.store.bus, turn.reader.feed
+        run_id, feed = ctx.run.id, turn.reader.feed
 
         def take(chunk: dict[str, Any]) -> bool:
             """A chunk as it arrives, while this task waits for the next (ChatStream.sink): the
@@ -184,9 +184,7 @@ class RunExecutor:
                 if delta and delta.get("tool_calls"):
                     return False
             for happening in feed(chunk):  # (text only, then)
-                opened.text.append(happening.value)
-                if bus.watched(run_id):
-                    bus.publish(run_id, Event("thread.message.delta", opened.delta(happening.value)))
+                self._go_on(run_id, opened, happening.value)
             return True
 
         stream.take = take
@@ -195,10 +193,7 @@ class RunExecutor:
                 for happening in feed(chunk):
                     opened = ctx.open_message
                     if type(happening) is TextDelta and opened is not None and opened.held is None:
-                        # A token of a message announced: _on's first branch, inline (it runs per token).
-                        opened.text.append(happening.value)
-                        if bus.watched(run_id):
-                            bus.publish(run_id, Event("thread.message.delta", opened.delta(happening.value)))
+                        self._go_on(run_id, opened, happening.value)  # (_on's first branch, without its await)
                     else:
                         await self._on(ctx, turn, happening)
         finally:
@@ -212,9 +207,7 @@ class RunExecutor:
                 await self._open_message(ctx)
             elif ctx.open_message.held is not None:
                 self._announce(run_id, ctx.open_message)
-            ctx.open_message.text.append(happening.value)
-            if self.store.bus.watched(run_id):  # the per-token path: no model, one concatenation
-                self.store.bus.publish(run_id, Event("thread.message.delta", ctx.open_message.delta(happening.value)))
+            self._go_on(run_id, ctx.open_message, happening.value)
         elif isinstance(happening, ToolCallStarted):
             if turn.tool_step is None:
                 await self._open_tool_step(ctx, turn)
@@ -229,6 +222,14 @@ class RunExecutor:
             body = {"arguments": happening.piece} if tool is None else tool.input_delta(happening.piece)
             self.store.emit_now(run_id, "thread.run.step.delta",
                                 RunStepDeltaEvent.tool_call(turn.tool_step.id, call.index, call.type, body))
+
+    def _go_on(self, run_id: str, opened: OpenMessage, value: str) -> None:
+        """A token of the open message, announced: its text goes on, its delta to the stream
+        (the per-token path: no model, one concatenation)."""
+        opened.text.append(value)
+        bus = self.store.bus
+        if bus.watched(run_id):
+            bus.publish(run_id, Event("thread.message.delta", opened.delta(value)))
 
     # --- messages and steps (persist, then emit) --------------------------------------------------
 
