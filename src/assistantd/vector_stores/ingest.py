@@ -12,7 +12,8 @@ embedder fails the file with its error.
 When to look: at once after a transaction that queued files commits (:func:`files_queued`; in
 this process, and in the others through the event bus's ``ingest`` signal, so that they share the
 work), and every :data:`INTERVAL_SECONDS` for leases that lapsed and signals that were lost
-(polling five times a second had been most of an idle server's CPU).
+(polling five times a second had been most of an idle server's CPU; on SQLite, where nothing
+else queues files or holds leases, every :data:`INTERVAL_SECONDS_SQLITE`).
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ log = logging.getLogger("assistantd")
 
 LEASE_SECONDS = 15.0  # renewed every third of it while a file is being ingested
 INTERVAL_SECONDS = 1.0
+# On SQLite this process owns every claim (a previous process's are taken back at start) and queues
+# every file itself, waking the ingester as it commits: the look is only a safety net there.
+INTERVAL_SECONDS_SQLITE = 10.0
 INGEST = "ingest"  # the event bus signal: files were queued
 _QUEUED = "assistantd.files_queued"  # session.info: a wake-up is due when the session commits
 _ingesters: weakref.WeakSet[Ingester] = weakref.WeakSet()  # this process's, to wake
