@@ -22,8 +22,10 @@ then, each figure beside the same one measured straight against the upstream in 
 
     python bench/load.py [--streams 1,20,50,100] [--seconds 20] [--database-url postgresql://…]
                          [--workers 1,2] [--hold 1000] [--skip idle,open,runs,poll] [--server-src DIR]
-                         [--py-spy PREFIX]
-                         [--chunks 20]
+                         [--py-spy PREFIX] [--chunks 20] [--rounds 3]
+
+``--rounds K`` alternates each open-loop level's two halves (through assistantd, then straight to
+the model) K times and gives the figures over all of them, with each round's CPU ratio.
 """
 
 from __future__ import annotations
@@ -38,7 +40,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,6 +80,7 @@ class Phase:
     model_cpu_direct: float = 0.0  # the model's, the direct part
     rss: float = 0.0
     load: str = ""
+    round_ratios: list[float] = field(default_factory=list)  # CPU ratio of each round (open loop)
 
     def ms(self, results: list[Result], p: float) -> float:
         return pct([r.ttft for r in results if r.ok], p) * 1000
@@ -107,6 +109,8 @@ class Phase:
             lines.append(f"  CPU per streamed run: {self.server} {per_run:.2f} ms, the model per direct stream "
                          f"{model:.2f} ms (ratio {per_run / model:.2f}x); the model per stream through {self.server} "
                          f"{self.model_cpu_through / max(done, 1) * 1000:.2f} ms; server RSS {self.rss:.0f} MiB")
+            if len(self.round_ratios) > 1:
+                lines.append("  CPU ratio of each round: " + ", ".join(f"{r:.2f}x" for r in self.round_ratios))
         return "\n".join(lines)
 
 
@@ -159,25 +163,40 @@ class Bench:
         phase.load = loadavg()
         return phase
 
-    async def open(self, streams: int, seconds: float, seed: int, label: str = "") -> Phase:
+    async def open(self, streams: int, seconds: float, seed: int, label: str = "", rounds: int = 1) -> Phase:
+        """``rounds`` times: the arrivals through the server, then the same schedule straight to the
+        model (each round its own schedule). The figures are over all rounds; the CPU ratio of each
+        round is printed too (the model's CPU per stream drifts by ±20 % between runs minutes apart
+        on these two cores, so one pair of phases can land on either side of a target)."""
         rate = streams / STREAM_SECONDS
-        arrivals = poisson(rate, max(seconds, 40 / rate), seed)
-        phase = Phase(f"open loop{label}, N={streams} ({rate:.1f} arrivals/s)", self.label)
-        threads = await self.threads(len(arrivals), PACE)
-        await asyncio.sleep(1)  # let the thread writes settle
+        phase = Phase(f"open loop{label}, N={streams} ({rate:.1f} arrivals/s)"
+                      f"{f', {rounds} rounds' if rounds > 1 else ''}", self.label)
         pid = self.server.proc.pid
-        profiler = start_profiler(pid, f"{label.strip(' ()')}-n{streams}")
-        cpu0, model0 = cpu_seconds(pid, tree=True), cpu_seconds(self.fake_pid)
-        phase.through, phase.wall, phase.lag = await open_loop(arrivals, lambda i: self.through(threads[i]))
-        phase.server_cpu = cpu_seconds(pid, tree=True) - cpu0
-        stop_profiler(profiler)
-        phase.model_cpu_through = cpu_seconds(self.fake_pid) - model0
-        phase.rss = rss_mib(pid, tree=True)
+        for r in range(rounds):
+            arrivals = poisson(rate, max(seconds, 40 / rate), seed + 1000 * r)
+            threads = await self.threads(len(arrivals), PACE)
+            await asyncio.sleep(1)  # let the thread writes settle
+            profiler = start_profiler(pid, f"{label.strip(' ()')}-n{streams}{f'-r{r}' if rounds > 1 else ''}")
+            cpu0, model0 = cpu_seconds(pid, tree=True), cpu_seconds(self.fake_pid)
+            through, wall, lag = await open_loop(arrivals, lambda i: self.through(threads[i]))
+            server_cpu = cpu_seconds(pid, tree=True) - cpu0
+            stop_profiler(profiler)
+            phase.model_cpu_through += cpu_seconds(self.fake_pid) - model0
+            phase.rss = max(phase.rss, rss_mib(pid, tree=True))
+            await asyncio.sleep(1)
+            model0 = cpu_seconds(self.fake_pid)
+            direct, _, _ = await open_loop(arrivals, lambda i: self.direct(PACE))
+            model_cpu = cpu_seconds(self.fake_pid) - model0
+            phase.through += through
+            phase.direct += direct
+            phase.wall += wall
+            phase.lag = max(phase.lag, lag)
+            phase.server_cpu += server_cpu
+            phase.model_cpu_direct += model_cpu
+            done, direct_done = sum(x.ok for x in through), sum(x.ok for x in direct)
+            if done and direct_done and model_cpu:
+                phase.round_ratios.append((server_cpu / done) / (model_cpu / direct_done))
         phase.open_through = mean_open(phase.through, phase.wall)
-        await asyncio.sleep(1)
-        model0 = cpu_seconds(self.fake_pid)
-        phase.direct, _, _ = await open_loop(arrivals, lambda i: self.direct(PACE))
-        phase.model_cpu_direct = cpu_seconds(self.fake_pid) - model0
         phase.load = loadavg()
         return phase
 
@@ -255,6 +274,8 @@ def main() -> None:
     parser.add_argument("--hold-seconds", type=float, default=60.0)
     parser.add_argument("--skip", default="", help="comma-separated: idle, open, runs, poll")
     parser.add_argument("--seed", type=int, default=14)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="open-loop levels: alternate through and direct this many times (figures over all)")
     parser.add_argument("--chunks", type=int, default=CHUNKS, help="pieces of the model's answer (20: 100 characters)")
     parser.add_argument("--py-spy", default=None, metavar="PREFIX",
                         help="profile the server with py-spy through each open-loop level (PREFIX-<level>.txt)")
@@ -282,7 +303,7 @@ def main() -> None:
             if "open" not in skip:
                 asyncio.run(bench.open(10, 5, args.seed))  # warm-up, not reported
                 for n in [int(v) for v in args.streams.split(",")]:
-                    print(asyncio.run(bench.open(n, args.seconds, args.seed + n, " (SQLite)")).report(), flush=True)
+                    print(asyncio.run(bench.open(n, args.seconds, args.seed + n, " (SQLite)", args.rounds)).report(), flush=True)
             if "runs" not in skip:
                 t = asyncio.run(throughput_phase(server.base_url, upstream, 50, args.runs, server.proc.pid, fake.pid))
                 print(f"non-streamed runs, {args.runs} at concurrency 50 (SQLite): {t['runs_per_s']:.1f} runs/s, "
@@ -315,7 +336,8 @@ def main() -> None:
                     asyncio.run(bench.setup())
                     asyncio.run(bench.open(10, 5, args.seed))  # warm-up
                     print(asyncio.run(bench.open(50, args.seconds, args.seed + 50,
-                                                 f" (PostgreSQL, {workers} process{'es' if workers > 1 else ''})")).report(),
+                                                 f" (PostgreSQL, {workers} process{'es' if workers > 1 else ''})",
+                                                 args.rounds)).report(),
                           flush=True)
                 finally:
                     pg.stop()
