@@ -33,7 +33,7 @@ from assistantd.threads.router import router as threads_router
 from assistantd.tools.registry import ToolRegistry, ToolServices
 from assistantd.upstream.client import UpstreamClient
 from assistantd.vector_stores import embeddings, pgvector, reembed
-from assistantd.vector_stores import ingest
+from assistantd.vector_stores.ingest import Ingester
 from assistantd.vector_stores.search import Searcher
 from assistantd.vector_stores.router import router as vector_stores_router
 from assistantd.workers import Workers
@@ -107,8 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         queue = RunQueue(app.state.db, app.state.workers.id)  # one worker id per process
         app.state.worker = RunWorker(executor, app.state.store, queue, settings.max_concurrent_runs)
         await app.state.worker.start()
-        ingester = ingest.Ingester(app.state.db, app.state.files, embedder, pg, app.state.bus)
-        ingest_every = ingest.INTERVAL_SECONDS_SQLITE if app.state.db.is_sqlite else ingest.INTERVAL_SECONDS
+        ingester = Ingester(app.state.db, app.state.files, embedder, pg, app.state.bus)
         cache = app.state.searcher.cache
         app.state.bus.on_signal(reembed.VECTORS_CHANGED, cache.forget)
 
@@ -122,7 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             asyncio.create_task(_supervise("file expiry", settings.file_sweep_seconds, sweep_expired, app.state)),
             asyncio.create_task(_supervise("sandbox reaping", app.state.sandboxes.reap_interval,
                                            app.state.sandboxes.reap_idle)),
-            asyncio.create_task(_supervise("vector store ingestion", ingest_every, ingester.drain,
+            asyncio.create_task(_supervise("vector store ingestion", ingester.interval, ingester.drain,
                                            woken=ingester.woken)),
         ]
         if isinstance(embedder, embeddings.LocalEmbedder):  # chunks of an earlier form of the model

@@ -98,6 +98,11 @@ class Ingester:
             bus.on_signal(INGEST, lambda _: self.wake())
         _ingesters.add(self)
 
+    @property
+    def interval(self) -> float:
+        """Seconds between looks for files nobody woke this process for (see the module's docstring)."""
+        return INTERVAL_SECONDS_SQLITE if self.db.is_sqlite else INTERVAL_SECONDS
+
     def wake(self) -> None:
         """Look for files now (from any thread: a large write commits in a worker thread)."""
         self._loop.call_soon_threadsafe(self.woken.set)
